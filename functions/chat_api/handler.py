@@ -1,0 +1,11 @@
+"""Lambda entry of the chat API: API Gateway HTTP API (payload 2.0) → Mangum → the shared FastAPI app.
+
+Wiring only. The app is built once per execution environment (cold start) and reused by every invocation.
+"""
+
+from mangum import Mangum
+
+from clawdbot.api.app import create_app
+
+app = create_app()
+handler = Mangum(app, lifespan="off")
