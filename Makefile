@@ -21,7 +21,7 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[local,aws,train,test]'
+	$(BIN)/pip install -q -e '.[local,aws,train,test,cdk]'
 	touch $@ $(SERVE_STAMP)
 
 serve: $(SERVE_STAMP)
