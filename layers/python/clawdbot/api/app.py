@@ -1,0 +1,45 @@
+"""The FastAPI application: the same app behind uvicorn (``clawdbot serve``) and Mangum (Lambda)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from clawdbot import __version__
+from clawdbot.api.dependencies import Resources
+from clawdbot.api.errors import install_error_handlers
+from clawdbot.api.middleware import RequestContextMiddleware
+from clawdbot.api.routes import chat, health, sessions
+from clawdbot.chat.service import ChatService
+from clawdbot.config.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from clawdbot.inference.base import InferenceBackend
+    from clawdbot.sessions.base import SessionStore
+
+
+def create_app(settings: Settings | None = None, *, store: SessionStore | None = None,
+               backend: InferenceBackend | None = None) -> FastAPI:
+    """Build the app and its resources once (cold start). ``store``/``backend`` override the configured ones."""
+    settings = settings or get_settings()
+    if store is None:
+        from clawdbot.sessions.factory import build_store
+
+        store = build_store(settings)
+    if backend is None:
+        from clawdbot.inference.factory import build_backend
+
+        backend = build_backend(settings)
+
+    app = FastAPI(title="clawdbot", version=__version__,
+                  description="OpenAI-compatible chat completions with server-side sessions.")
+    app.state.resources = Resources(settings=settings, store=store, backend=backend,
+                                    chat=ChatService(store, backend, settings), loaded_at=int(time.time()))
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(chat.router)
+    app.include_router(sessions.router)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

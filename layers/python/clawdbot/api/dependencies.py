@@ -1,0 +1,37 @@
+"""Per-app resources (store, backend, chat service) and how routes reach them.
+
+Built once per process — at Lambda cold start or server start — and kept on ``app.state``; routes get them
+through FastAPI dependencies, so tests can build an app around any store/backend without patching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+if TYPE_CHECKING:
+    from clawdbot.chat.service import ChatService
+    from clawdbot.config.settings import Settings
+    from clawdbot.inference.base import InferenceBackend
+    from clawdbot.sessions.base import SessionStore
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    store: SessionStore
+    backend: InferenceBackend
+    chat: ChatService
+    #: Unix time the model was loaded (the ``created`` of ``/v1/models``).
+    loaded_at: int = 0
+
+
+def get_resources(request: Request) -> Resources:
+    return request.app.state.resources
+
+
+def caller_id(request: Request) -> str | None:
+    """The authenticated caller (API key id) — ``None`` while the server is open (set by traffic control)."""
+    return getattr(request.state, "caller_id", None)

@@ -1,0 +1,85 @@
+"""Every error leaves the API in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+
+One mapping for all: our ``ClawdbotError`` hierarchy carries status and codes; pydantic validation errors and
+malformed JSON become 400 ``invalid_request_error``; unknown routes 404; anything unexpected a 500 that logs the
+traceback server-side and tells the client only the request id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from clawdbot.exceptions import ClawdbotError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+
+logger = logging.getLogger(__name__)
+
+_STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
+                 429: "rate_limit_error"}
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, error_type: str, param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    payload = json.dumps(error_body(message, error_type, param, code)).encode()
+    return Response(payload, status_code=status, media_type="application/json", headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:
+    errors = exc.errors()
+    if not errors:
+        return "Invalid request body.", None, "invalid_request"
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        return "We could not parse the JSON body of your request. The body must be valid JSON.", None, "invalid_json"
+    param = ".".join(loc) or None
+    msg = first.get("msg", "Invalid value")
+    if first.get("type") == "missing":
+        return f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
+    where = f"'{param}'" if param else "the request body"
+    extra = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"Invalid value for {where}: {msg}{extra}.", param, "invalid_value"
+
+
+async def _on_clawdbot_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ClawdbotError)
+    if exc.status_code >= 500:
+        logger.warning("request failed: %s (%s)", exc.code, type(exc).__name__)
+    return error_response(exc.status_code, exc.message, exc.error_type, exc.param, exc.code, exc.headers)
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message, param, code = _validation_message(exc)
+    return error_response(400, message, "invalid_request_error", param, code)
+
+
+async def _on_http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    if status == 404:
+        message, code = "Unknown request URL. Please check the URL and method.", "unknown_url"
+    elif status == 405:
+        message, code = "Method not allowed for this URL.", "method_not_allowed"
+    else:
+        message, code = str(exc.detail), None
+    return error_response(status, message, _STATUS_TYPES.get(status, "invalid_request_error"), None, code,
+                          dict(exc.headers or {}))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ClawdbotError, _on_clawdbot_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)

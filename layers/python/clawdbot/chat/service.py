@@ -1,0 +1,233 @@
+"""One chat turn, from request to stored transcript, independent of transport (HTTP, SQS).
+
+Nothing is written until the model has produced the whole reply: a failed or abandoned generation leaves the
+session exactly as it was, and a finished one appends the user message(s) and the reply together, so racing
+turns on one session can never interleave a reply with someone else's question.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from clawdbot.exceptions import InvalidRequestError
+from clawdbot.inference.exceptions import ContextLengthExceededError
+from clawdbot.inference.types import ChatMessage, GenerationParams, StreamDelta
+from clawdbot.sessions.context import fit_context
+from clawdbot.sessions.types import NewEntry
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from clawdbot.config.settings import Settings
+    from clawdbot.inference.base import InferenceBackend
+    from clawdbot.sessions.base import SessionStore
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """What a client asked for, transport-neutral."""
+
+    messages: list[ChatMessage]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    #: Continue this stored session (must exist).
+    session_id: str | None = None
+    #: OpenAI's ``user`` field: continues (or starts) the caller's session for that end user.
+    user: str | None = None
+    #: Who is calling (API key id); scopes ``user`` sessions and ownership.
+    owner: str | None = None
+    turn_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTurn:
+    turn_id: str
+    created: int
+    model: str
+    context: list[ChatMessage]
+    params: GenerationParams
+    prompt_tokens: int
+    session_id: str | None
+    #: Messages to append before the reply (the new, non-system messages of the request).
+    new_entries: list[ChatMessage]
+    create_session: bool = False
+    owner: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    turn: PreparedTurn
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+
+
+def user_session_id(user: str, owner: str | None) -> str:
+    """A stable session id for OpenAI's ``user`` field, scoped to the caller so two keys never collide."""
+    digest = hashlib.sha256(f"{owner or ''}\x00{user}".encode()).hexdigest()[:32]
+    return f"usr_{digest}"
+
+
+def new_turn_id() -> str:
+    return "chatcmpl-" + secrets.token_hex(12)
+
+
+class ChatService:
+    """Builds contexts, runs the model and records turns. Safe to share across threads."""
+
+    def __init__(self, store: SessionStore, backend: InferenceBackend, settings: Settings) -> None:
+        self.store = store
+        self.backend = backend
+        self.settings = settings
+
+    # ------------------------------------------------------------------ preparing
+    def prepare(self, request: TurnRequest) -> PreparedTurn:
+        """Resolve the session, build and fit the context, and fix the generation parameters."""
+        system = [m for m in request.messages if m.role in SYSTEM_ROLES]
+        system = [ChatMessage("system", m.content) for m in system]
+        session_id, create = self._resolve_session(request)
+
+        if session_id is None:
+            context = [m if m.role not in SYSTEM_ROLES else ChatMessage("system", m.content)
+                       for m in request.messages]
+            if not system and self.settings.system_prompt:
+                context.insert(0, ChatMessage("system", self.settings.system_prompt))
+            new_entries: list[ChatMessage] = []
+            prompt_tokens = self.backend.count_prompt_tokens(context)
+            reserve = request.max_tokens or 1
+            if prompt_tokens + reserve > self.backend.context_length:
+                raise self._too_long(prompt_tokens, reserve)
+        else:
+            new_entries = _new_messages(request.messages)
+            if not new_entries:
+                raise InvalidRequestError(
+                    "With a session, messages must end with at least one new user message after the last "
+                    "assistant message.", param="messages", code="no_new_message")
+            if not system:
+                system = self._session_system(session_id, create)
+            history = self._history(session_id, create)
+            reserve = self._completion_reserve(request)
+            budget = self.backend.context_length - reserve
+            context, prompt_tokens = fit_context(system, history, new_entries, budget,
+                                                 self.backend.count_prompt_tokens)
+        max_tokens = request.max_tokens
+        if max_tokens is None:
+            max_tokens = max(1, min(self.settings.default_max_tokens,
+                                    self.backend.context_length - prompt_tokens))
+        params = GenerationParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            seed=request.seed,
+            stop=request.stop,
+        )
+        return PreparedTurn(
+            turn_id=request.turn_id or new_turn_id(), created=int(time.time()), model=self.backend.model_id,
+            context=context, params=params, prompt_tokens=prompt_tokens, session_id=session_id,
+            new_entries=new_entries, create_session=create, owner=request.owner,
+        )
+
+    def _resolve_session(self, request: TurnRequest) -> tuple[str | None, bool]:
+        if request.session_id is not None:
+            meta = self.store.get(request.session_id)  # 404 for an unknown id: no silent new conversation
+            _check_owner(meta.owner, request.owner, request.session_id)
+            return request.session_id, False
+        if request.user is not None:
+            sid = user_session_id(request.user, request.owner)
+            meta = self.store.get_optional(sid)
+            return sid, meta is None
+        return None, False
+
+    def _session_system(self, session_id: str, create: bool) -> list[ChatMessage]:
+        prompt = None if create else self.store.get(session_id).attributes.get("system_prompt")
+        prompt = prompt or self.settings.system_prompt
+        return [ChatMessage("system", prompt)] if prompt else []
+
+    def _history(self, session_id: str, create: bool) -> list[ChatMessage]:
+        if create:
+            return []
+        entries = self.store.read_recent(session_id, self.settings.history_window)
+        return [ChatMessage(e.role, e.content) for e in entries]
+
+    def _completion_reserve(self, request: TurnRequest) -> int:
+        """Tokens kept free for the reply when fitting history: the client's max_tokens, else a share of the
+        window (so a long history cannot starve the reply)."""
+        if request.max_tokens is not None:
+            return request.max_tokens
+        return min(self.settings.default_max_tokens, self.backend.context_length // 4)
+
+    def _too_long(self, prompt_tokens: int, reserve: int) -> ContextLengthExceededError:
+        return ContextLengthExceededError(
+            f"This model's maximum context length is {self.backend.context_length} tokens. However, you "
+            f"requested {prompt_tokens + reserve} tokens ({prompt_tokens} in the messages, {reserve} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            param="messages",
+        )
+
+    # ------------------------------------------------------------------ running
+    def complete(self, turn: PreparedTurn) -> TurnResult:
+        completion = self.backend.generate(turn.context, turn.params)
+        result = TurnResult(turn, completion.text, completion.finish_reason, completion.prompt_tokens,
+                            completion.completion_tokens, (time.perf_counter() - turn.started) * 1000)
+        self.record(result)
+        return result
+
+    def stream(self, turn: PreparedTurn) -> Iterator[StreamDelta]:
+        """Yield deltas; the turn is recorded after the last one (not at all if the consumer stops early)."""
+        pieces: list[str] = []
+        last = StreamDelta(text="")
+        for delta in self.backend.stream(turn.context, turn.params):
+            pieces.append(delta.text)
+            last = delta
+            if delta.finish_reason is None:
+                yield delta
+        result = TurnResult(turn, "".join(pieces), last.finish_reason or "stop", last.prompt_tokens,
+                            last.completion_tokens, (time.perf_counter() - turn.started) * 1000)
+        self.record(result)
+        yield last
+
+    def record(self, result: TurnResult) -> None:
+        """Append the new messages and the reply as one atomic write (no-op for stateless turns)."""
+        turn = result.turn
+        if turn.session_id is None:
+            return
+        facts: dict[str, Any] = {
+            "model": turn.model,
+            "finish_reason": result.finish_reason,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "latency_ms": round(result.latency_ms, 3),
+        }
+        entries = [NewEntry(m.role, m.content, turn_id=turn.turn_id) for m in turn.new_entries]
+        entries.append(NewEntry("assistant", result.text, turn_id=turn.turn_id, attributes=facts))
+        self.store.append(turn.session_id, entries, create=turn.create_session, owner=turn.owner)
+        logger.debug("recorded turn %s in session %s", turn.turn_id, turn.session_id)
+
+
+def _new_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """The non-system messages after the request's last assistant message: what this turn adds."""
+    last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    return [m for m in messages[last_assistant + 1:] if m.role not in SYSTEM_ROLES]
+
+
+def _check_owner(session_owner: str | None, caller: str | None, session_id: str) -> None:
+    from clawdbot.sessions.exceptions import SessionNotFoundError
+
+    if session_owner is not None and session_owner != caller:
+        # Same answer as for a missing session: one key cannot even learn another key's session exists.
+        raise SessionNotFoundError(f"No session with id '{session_id}'.", param="session_id")
