@@ -285,21 +285,22 @@ def build_genai_model(hf_dir: str | Path, out_dir: str | Path, *, precision: str
     The builder writes a fused-attention graph (GroupQueryAttention) plus ``genai_config.json``; the tokenizer
     files are copied from ``hf_dir``. Used by the benchmark to run both engines on the same weights.
     """
-    from onnxruntime_genai.models.builder import create_model
+    import contextlib
+    import io
+
+    from onnxruntime_genai.models.builder import create_model, parse_extra_options
 
     hf_dir, out = Path(hf_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = out / ".builder-cache"
-    with warnings.catch_warnings():
+    positional = (str(hf_dir), str(hf_dir), str(out), precision, execution_provider, str(cache_dir))
+    # The builder prints progress to stdout; keep it out of callers' output (logged at debug level instead).
+    chatter = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
         warnings.simplefilter("ignore")
-        create_model(
-            model_name=str(hf_dir),
-            input_path=str(hf_dir),
-            output_dir=str(out),
-            precision=precision,
-            execution_provider=execution_provider,
-            cache_dir=str(cache_dir),
-        )
+        options = parse_extra_options(*positional, [])
+        create_model(*positional, **options)
+    logger.debug("onnxruntime-genai builder: %s", chatter.getvalue())
     shutil.rmtree(cache_dir, ignore_errors=True)
     for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         if (hf_dir / name).is_file() and not (out / name).is_file():
