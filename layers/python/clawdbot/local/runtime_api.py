@@ -99,7 +99,8 @@ class RuntimeAPIServer:
         return f"{host}:{port}"
 
     def start(self) -> RuntimeAPIServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="lambda-runtime-api", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="lambda-runtime-api", daemon=True)
         self._thread.start()
         logger.debug("Lambda Runtime API listening on %s", self.address)
         return self
