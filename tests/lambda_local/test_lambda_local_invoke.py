@@ -69,7 +69,7 @@ def test_logs_have_the_function_output_and_the_platform_lines(echo_function: Pat
 def test_handler_exception_comes_back_as_lambdas_error_json(echo_function: Path) -> None:
     result = invoke_function(echo_function, {"action": "raise"})
 
-    assert not result.ok and result.function_error == "Unhandled"
+    assert not result.ok and result.function_error == "Unhandled" and result.error_type == "ValueError"
     error = result.json()
     assert error["errorType"] == "ValueError"
     assert error["errorMessage"] == "the handler failed on purpose"

@@ -205,10 +205,10 @@ class _RuntimeAPIHandler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "application/json")
         error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
         if parts == ["init", "error"]:
-            self.api._fail_init(Outcome("init_error", body, content_type, error_type))
+            self.api._fail_init(Outcome("init_error", body, content_type, error_type or _error_type_in(body)))
             self._send(HTTPStatus.ACCEPTED, self._ACCEPTED)
         elif len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
-            self._finish(parts[1], parts[2], body, content_type, error_type)
+            self._post_result(parts[1], parts[2], body, content_type, error_type)
         else:
             self._send_error(HTTPStatus.NOT_FOUND, "NotFound", f"no such endpoint: POST {self.path}")
 
@@ -231,7 +231,8 @@ class _RuntimeAPIHandler(BaseHTTPRequestHandler):
             headers["Lambda-Runtime-Client-Context"] = invocation.client_context
         self._send(HTTPStatus.OK, invocation.payload, headers)
 
-    def _finish(self, request_id: str, what: str, body: bytes, content_type: str, error_type: str | None) -> None:
+    def _post_result(self, request_id: str, what: str, body: bytes, content_type: str,
+                     error_type: str | None) -> None:
         if what == "response" and len(body) > MAX_RESPONSE_BYTES:
             message = f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
             error = json.dumps({"errorMessage": message, "errorType": "Function.ResponseSizeTooLarge"}).encode()
@@ -240,6 +241,8 @@ class _RuntimeAPIHandler(BaseHTTPRequestHandler):
                                  f"Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).")
                 return
         kind: OutcomeKind = "response" if what == "response" else "error"
+        if kind == "error" and not error_type:
+            error_type = _error_type_in(body)  # awslambdaric names the type in the body only
         if self.api._finish(request_id, Outcome(kind, body, content_type, error_type)):
             self._send(HTTPStatus.ACCEPTED, self._ACCEPTED)
         else:
@@ -270,3 +273,12 @@ class _RuntimeAPIHandler(BaseHTTPRequestHandler):
 
     def _send_error(self, status: HTTPStatus, error_type: str, message: str) -> None:
         self._send(status, json.dumps({"errorMessage": message, "errorType": error_type}).encode())
+
+
+def _error_type_in(body: bytes) -> str | None:
+    """The ``errorType`` of an error JSON body, if it is one."""
+    try:
+        error = json.loads(body)
+    except ValueError:
+        return None
+    return error.get("errorType") if isinstance(error, dict) else None
