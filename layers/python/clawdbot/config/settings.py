@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     #: History entries considered when building a session's context (newest first).
     history_window: int = Field(default=64, ge=2)
 
+    # --- queued turns (SQS worker; see docs/queue.md)
+    #: The FIFO queue ``POST /v1/sessions/{id}/turns`` enqueues on; unset disables queued turns.
+    queue_url: str | None = None
+    #: How long a processed turn id is remembered: a redelivery within this window makes no second turn.
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    #: SNS topic ARNs a queued turn may name as its reply target (comma-separated); empty allows none.
+    reply_topic_arns: str = ""
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
