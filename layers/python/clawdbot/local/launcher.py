@@ -153,14 +153,14 @@ def invoke_function(
         pump.start()
         try:
             outcome = _wait(invocation, process, started, timeout_s, sink)
+            answered = time.time()
             max_memory = _max_memory_mb(process.pid)
         finally:
             _stop(process)
             pump.join(timeout=5)
-        finished = time.time()
 
-    init_ms = ((invocation.delivered_at or finished) - started) * 1000
-    duration_ms = (finished - invocation.delivered_at) * 1000 if invocation.delivered_at else None
+    init_ms = ((invocation.delivered_at or answered) - started) * 1000
+    duration_ms = (answered - invocation.delivered_at) * 1000 if invocation.delivered_at else None
     if outcome.kind == "init_error" or invocation.delivered_at is None:
         status = "timeout" if outcome.error_type == "Sandbox.Timedout" else "error"
         sink(f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: {status}"
