@@ -1,0 +1,164 @@
+"""``OnnxBackend``: the :class:`InferenceBackend` that runs a model folder in-process with ONNX Runtime.
+
+It turns chat messages into prompt ids (chat template + tokenizer), enforces the context window, and turns the
+engine's token stream into text deltas: incremental detokenization, stop strings, EOS, ``finish_reason`` and
+token counts. The token loop itself is :class:`~clawdbot.inference.onnx.engine.DecoderEngine`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from clawdbot.exceptions import InvalidRequestError
+from clawdbot.inference.base import InferenceBackend
+from clawdbot.inference.exceptions import ContextLengthExceededError, ModelLoadError
+from clawdbot.inference.onnx.chat_template import ChatTemplate
+from clawdbot.inference.onnx.model_folder import ModelFolder
+from clawdbot.inference.types import StreamDelta
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    from clawdbot.config.settings import Settings
+    from clawdbot.inference.onnx.engine import DecoderEngine
+    from clawdbot.inference.onnx.runtime import RuntimeOptions
+    from clawdbot.inference.types import ChatMessage, FinishReason, GenerationParams
+
+logger = logging.getLogger(__name__)
+
+_SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token",
+                        "mask_token")
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    prompt_ids: list[int]
+    max_new_tokens: int
+    params: GenerationParams
+
+
+class OnnxBackend(InferenceBackend):
+    """A model folder served in-process. Load once per process; safe to call from many threads."""
+
+    def __init__(self, model_dir: str | Path, *, model_id: str | None = None,
+                 options: RuntimeOptions | None = None) -> None:
+        from tokenizers import Tokenizer
+
+        from clawdbot.inference.onnx.engine import DecoderEngine
+
+        self.folder = ModelFolder.load(model_dir)
+        try:
+            self.tokenizer: Tokenizer = Tokenizer.from_file(str(self.folder.path / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad files
+            raise ModelLoadError(f"tokenizer.json in {self.folder.path} cannot be loaded: {exc}") from exc
+        self.template = ChatTemplate(
+            self.folder.chat_template,
+            {name: self.folder.special_token(name) for name in _SPECIAL_TOKEN_NAMES},
+        )
+        self.engine: DecoderEngine = DecoderEngine.from_folder(self.folder, options)
+        self.eos_token_ids = frozenset(self._eos_ids())
+        self._model_id = model_id or self.folder.path.resolve().name
+        self._context_length = self.folder.context_length
+        logger.debug("loaded %s: context %d, eos %s", self._model_id, self._context_length,
+                     sorted(self.eos_token_ids))
+
+    @classmethod
+    def from_folder(cls, model_dir: str | Path, **kwargs: object) -> OnnxBackend:
+        return cls(model_dir, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OnnxBackend:
+        return cls(settings.model_dir, model_id=settings.model_name)
+
+    def _eos_ids(self) -> list[int]:
+        ids = list(self.folder.eos_token_ids())
+        eos_text = self.folder.special_token("eos_token")
+        if eos_text is not None:
+            token_id = self.tokenizer.token_to_id(eos_text)
+            if token_id is not None and token_id not in ids:
+                ids.append(token_id)
+        return ids
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    def encode_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Prompt ids as transformers' ``apply_chat_template(..., add_generation_prompt=True)`` makes them."""
+        text = self.template.render([{"role": m.role, "content": m.content} for m in messages],
+                                    add_generation_prompt=True)
+        # The template already wrote any BOS/special tokens; adding them again is what transformers avoids too.
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self.encode_prompt(messages))
+
+    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[StreamDelta]:
+        # Validate eagerly (context window, parameters): the caller sees the error before any delta.
+        prepared = self._prepare(self.encode_prompt(messages), params)
+        return self._stream(prepared)
+
+    # ------------------------------------------------------------------ generation
+    def _prepare(self, prompt_ids: list[int], params: GenerationParams) -> _Prepared:
+        n = len(prompt_ids)
+        if params.max_tokens is not None and params.max_tokens < 1:
+            raise InvalidRequestError(f"max_tokens must be at least 1, got {params.max_tokens}",
+                                      param="max_tokens")
+        room = self._context_length - n
+        wanted = params.max_tokens if params.max_tokens is not None else max(room, 1)
+        if wanted > room:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {self._context_length} tokens. However, you requested "
+                f"{n + wanted} tokens ({n} in the messages, {wanted} in the completion). Please reduce the "
+                "length of the messages or completion.",
+                param="messages",
+            )
+        return _Prepared(prompt_ids, wanted, params)
+
+    def _stream(self, prepared: _Prepared) -> Iterator[StreamDelta]:
+        from clawdbot.inference.onnx.detokenizer import IncrementalDetokenizer
+        from clawdbot.inference.onnx.sampling import Sampler
+        from clawdbot.inference.onnx.stopping import StopMatcher
+
+        params = prepared.params
+        sampler = Sampler(params.temperature, params.top_p, params.seed)
+        detokenizer = IncrementalDetokenizer(self.tokenizer)
+        stopper = StopMatcher(params.stop)
+        eos = self.eos_token_ids
+        finish: FinishReason = "length"
+        produced = 0
+        tokens = self.engine.generate(prepared.prompt_ids, max_new_tokens=prepared.max_new_tokens,
+                                      sampler=sampler)
+        try:
+            for token in tokens:
+                produced += 1
+                if token in eos:
+                    finish = "stop"
+                    break
+                piece = detokenizer.step(token)
+                if piece:
+                    text = stopper.feed(piece)
+                    if text:
+                        yield StreamDelta(text=text)
+                    if stopper.stopped:
+                        finish = "stop"
+                        break
+        finally:
+            tokens.close()
+        tail = "" if stopper.stopped else stopper.flush()
+        yield StreamDelta(text=tail, finish_reason=finish, prompt_tokens=len(prepared.prompt_ids),
+                          completion_tokens=produced)
+
+    def close(self) -> None:
+        """Drop the session; the backend is unusable afterwards."""
+        self.engine = None  # type: ignore[assignment]

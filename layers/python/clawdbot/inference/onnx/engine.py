@@ -1,0 +1,268 @@
+"""The decode loop: prompt ids in, generated ids out, with a KV cache and no per-step allocations.
+
+One :class:`DecoderEngine` (one ONNX Runtime session) serves every request; each call to :meth:`generate` owns
+its buffers and IO binding, so concurrent requests share nothing mutable.
+
+Per request we allocate, once, everything the loop touches: the token and attention-mask/position buffers
+(the mask and positions for step *t* are views of a ``capacity``-long array, so a step only re-binds a shape
+or a pointer) and the KV cache. Two cache layouts, chosen by what the graph does rather than by its op names:
+
+- **in place** (onnxruntime-genai builder graphs, fused ``GroupQueryAttention``): the past and present of a
+  layer are *one* buffer of ``capacity`` positions; the attention op writes the new keys/values at the current
+  length, found from ``attention_mask``. Nothing is copied between steps.
+- **concatenating** (plain Optimum exports): present = concat(past, new). Two ``capacity``-sized buffers per
+  tensor alternate as past and present, so the graph writes straight into memory we own and the next step reads
+  it back without a copy or an allocation.
+
+At load, :meth:`DecoderEngine.supports_in_place_cache` runs two tiny steps in place and compares their logits
+with a cache-less run; only a graph that gets them right is driven in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from clawdbot.inference.exceptions import InferenceError
+from clawdbot.inference.onnx.graph import GraphSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from clawdbot.inference.onnx.model_folder import ModelFolder
+    from clawdbot.inference.onnx.runtime import RuntimeOptions
+
+logger = logging.getLogger(__name__)
+
+
+class DecoderEngine:
+    """Runs a decoder graph. Thread-safe: all per-request state lives in the generator of :meth:`generate`."""
+
+    def __init__(self, session: ort.InferenceSession, spec: GraphSpec, *, device: str = "cpu",
+                 in_place_cache: bool | None = None) -> None:
+        import numpy as np
+
+        self.session = session
+        self.spec = spec
+        self.device = device
+        self._kv_dtype = np.dtype(spec.kv_dtype)
+        self._ids_dtype = np.dtype(spec.ids_dtype)
+        self._mask_dtype = np.dtype(spec.mask_dtype)
+        self._pos_dtype = np.dtype(spec.positions_dtype)
+        self._logits_dtype = np.dtype(spec.logits_dtype)
+        self.vocab_size = spec.vocab_size or int(self.forward([0]).shape[-1])
+        self.in_place_cache = self.supports_in_place_cache() if in_place_cache is None else in_place_cache
+        logger.debug("decoder: %d layers, %d kv heads x %d, %s cache, %s KV cache", spec.num_layers,
+                     spec.kv_heads, spec.head_dim, spec.kv_dtype, "in-place" if self.in_place_cache else "concat")
+
+    @classmethod
+    def from_folder(cls, folder: ModelFolder, options: RuntimeOptions | None = None) -> DecoderEngine:
+        from clawdbot.inference.onnx.runtime import create_session
+
+        session, device = create_session(folder.graph_path, options)
+        spec = GraphSpec.from_io(session.get_inputs(), session.get_outputs(), folder)
+        return cls(session, spec, device=device)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, prompt_ids: Sequence[int], *, max_new_tokens: int, sampler: Callable[[np.ndarray], int],
+                 use_cache: bool = True) -> Iterator[int]:
+        """Yield up to ``max_new_tokens`` sampled ids. Lazy: each next() runs one step, so a caller that stops
+        iterating (EOS, stop string, client gone) costs no further compute. EOS is the caller's business."""
+        if not prompt_ids:
+            raise InferenceError("cannot generate from an empty prompt")
+        if max_new_tokens <= 0:
+            return
+        if not use_cache:
+            yield from self._generate_without_cache(prompt_ids, max_new_tokens, sampler)
+            return
+        run = _Run(self, capacity=len(prompt_ids) + max_new_tokens, in_place=self.in_place_cache)
+        logits = run.prefill(prompt_ids)
+        for produced in range(1, max_new_tokens + 1):
+            token = sampler(logits)
+            yield token
+            if produced == max_new_tokens:
+                return
+            logits = run.step(token)
+
+    def _generate_without_cache(self, prompt_ids: Sequence[int], max_new_tokens: int,
+                                sampler: Callable[[np.ndarray], int]) -> Iterator[int]:
+        """Recompute the whole sequence every step: the reference the cached path must match."""
+        ids = list(prompt_ids)
+        for _ in range(max_new_tokens):
+            token = sampler(self.forward(ids)[-1])
+            yield token
+            ids.append(token)
+
+    def forward(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits for every position of ``ids`` (``[len(ids), vocab]``), from an empty cache."""
+        import numpy as np
+
+        spec = self.spec
+        n = len(ids)
+        empty = np.zeros((1, spec.kv_heads, 0, spec.head_dim), dtype=self._kv_dtype)
+        feeds: dict[str, Any] = {
+            spec.input_ids: np.asarray(ids, dtype=self._ids_dtype).reshape(1, n),
+            spec.attention_mask: np.ones((1, n), dtype=self._mask_dtype),
+        }
+        if spec.position_ids:
+            feeds[spec.position_ids] = np.arange(n, dtype=self._pos_dtype).reshape(1, n)
+        if spec.use_cache_branch:
+            feeds[spec.use_cache_branch] = np.zeros((1,), dtype=bool)
+        for layer in spec.layers:
+            feeds[layer.past_key] = empty
+            feeds[layer.past_value] = empty
+        return self.session.run([spec.logits], feeds)[0][0]
+
+    # ------------------------------------------------------------------ cache layout detection
+    def supports_in_place_cache(self) -> bool:
+        """Whether the graph writes its present into a shared past/present buffer correctly (fused attention).
+
+        A concatenating graph fails the in-place binding (its present is one position longer than the
+        buffer); a graph that accepts it is trusted only if its logits equal a cache-less run.
+        """
+        import numpy as np
+        import onnxruntime as ort
+
+        probe = [1, min(2, self.vocab_size - 1)]
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # the expected failure of a concatenating graph is not worth a log line
+        try:
+            run = _Run(self, capacity=4, in_place=True, run_options=quiet)
+            got = [run.prefill(probe[:1]).astype(np.float32), run.step(probe[1]).astype(np.float32)]
+        except Exception as exc:  # ORT shape errors have no dedicated type
+            logger.debug("in-place KV cache not supported: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            return False
+        expected = self.forward(probe).astype(np.float32)
+        tolerance = 1e-2 if self._kv_dtype == np.float16 else 1e-4
+        scale = max(1.0, float(np.abs(expected).max()))
+        return all(np.allclose(g, e, atol=tolerance * scale, rtol=tolerance)
+                   for g, e in zip(got, expected, strict=True))
+
+
+class _Run:
+    """One request's buffers and IO binding. Not shared between threads."""
+
+    __slots__ = ("_buffers", "_flip", "_io", "_keep", "_mask", "_positions", "_run_options", "_session",
+                 "_step_logits", "_token", "device", "engine", "in_place", "length")
+
+    def __init__(self, engine: DecoderEngine, *, capacity: int, in_place: bool,
+                 run_options: ort.RunOptions | None = None) -> None:
+        import numpy as np
+
+        spec = engine.spec
+        self.engine = engine
+        self.in_place = in_place
+        self.device = engine.device
+        self.length = 0  # tokens in the cache
+        self._session = engine.session
+        self._run_options = run_options
+        self._io = engine.session.io_binding()
+        self._mask = np.ones((1, capacity), dtype=engine._mask_dtype)
+        self._positions = np.arange(capacity, dtype=engine._pos_dtype).reshape(1, capacity)
+        self._token = np.zeros((1, 1), dtype=engine._ids_dtype)
+        self._step_logits = np.empty((1, 1, engine.vocab_size), dtype=engine._logits_dtype)
+        self._keep: list[Any] = []  # owners of device memory bound by pointer
+        self._flip = 0
+        # Per tensor: 1 buffer (in place) or 2 alternating buffers (concat), each holding `capacity` positions.
+        shape = (1, spec.kv_heads, capacity, spec.head_dim)
+        copies = 1 if in_place else 2
+        self._buffers: list[list[int]] = [
+            [self._alloc(shape) for _ in range(copies)] for _layer in spec.layers for _kv in range(2)
+        ]
+
+    def _alloc(self, shape: tuple[int, ...]) -> int:
+        import numpy as np
+
+        zeros = np.zeros(shape, dtype=self.engine._kv_dtype)
+        if self.device == "cpu":
+            self._keep.append(zeros)
+            return int(zeros.ctypes.data)
+        import onnxruntime as ort
+
+        value = ort.OrtValue.ortvalue_from_numpy(zeros, self.device, 0)
+        self._keep.append(value)
+        return int(value.data_ptr())
+
+    # ------------------------------------------------------------------ steps
+    def prefill(self, prompt_ids: Sequence[int]) -> np.ndarray:
+        """Run the prompt; returns the last position's logits (valid until the next call)."""
+        import numpy as np
+
+        engine, spec, io = self.engine, self.engine.spec, self._io
+        n = len(prompt_ids)
+        ids = np.asarray(prompt_ids, dtype=engine._ids_dtype).reshape(1, n)
+        logits = np.empty((1, n, engine.vocab_size), dtype=engine._logits_dtype)
+        self._keep.append(ids)
+        io.bind_input(spec.input_ids, "cpu", 0, ids.dtype, [1, n], ids.ctypes.data)
+        io.bind_output(spec.logits, "cpu", 0, logits.dtype, [1, n, engine.vocab_size], logits.ctypes.data)
+        if spec.use_cache_branch:
+            self._keep.append(flag := np.zeros((1,), dtype=bool))
+            io.bind_input(spec.use_cache_branch, "cpu", 0, flag.dtype, [1], flag.ctypes.data)
+        self._bind_positions(0, n)
+        self._bind_cache(0, n)
+        self._run()
+        self.length = n
+        # From now on every step feeds one token and reads one logits row from fixed buffers.
+        io.bind_input(spec.input_ids, "cpu", 0, self._token.dtype, [1, 1], self._token.ctypes.data)
+        io.bind_output(spec.logits, "cpu", 0, self._step_logits.dtype, [1, 1, engine.vocab_size],
+                       self._step_logits.ctypes.data)
+        if spec.use_cache_branch:
+            self._keep.append(flag := np.ones((1,), dtype=bool))
+            io.bind_input(spec.use_cache_branch, "cpu", 0, flag.dtype, [1], flag.ctypes.data)
+        return logits[0, -1]
+
+    def step(self, token: int) -> np.ndarray:
+        """Feed one token; returns its logits row (a view of a reused buffer)."""
+        self._token[0, 0] = token
+        past = self.length
+        self._bind_positions(past, 1)
+        self._bind_cache(past, 1)
+        self._run()
+        self.length = past + 1
+        return self._step_logits[0, 0]
+
+    def _run(self) -> None:
+        self._session.run_with_iobinding(self._io, self._run_options)
+        if self.device != "cpu":
+            self._io.synchronize_outputs()
+
+    def _bind_positions(self, past: int, new: int) -> None:
+        spec, io = self.engine.spec, self._io
+        total = past + new
+        mask = self._mask
+        io.bind_input(spec.attention_mask, "cpu", 0, mask.dtype, [1, total], mask.ctypes.data)
+        if spec.position_ids:
+            pos = self._positions
+            io.bind_input(spec.position_ids, "cpu", 0, pos.dtype, [1, new],
+                          pos.ctypes.data + past * pos.itemsize)
+
+    def _bind_cache(self, past: int, new: int) -> None:
+        spec, io, dtype, device = self.engine.spec, self._io, self.engine._kv_dtype, self.device
+        heads, dim = spec.kv_heads, spec.head_dim
+        if self.in_place:
+            if past:
+                return  # bound once at prefill: same buffers, same (capacity-long) shape
+            capacity = self._mask.shape[1]
+            shape = [1, heads, capacity, dim]
+            for layer, (key, value) in zip(spec.layers, _pairs(self._buffers), strict=True):
+                for past_name, present_name, buffer in ((layer.past_key, layer.present_key, key[0]),
+                                                        (layer.past_value, layer.present_value, value[0])):
+                    io.bind_input(past_name, device, 0, dtype, shape, buffer)
+                    io.bind_output(present_name, device, 0, dtype, shape, buffer)
+            return
+        source, target = self._flip, 1 - self._flip
+        self._flip = target
+        past_shape, present_shape = [1, heads, past, dim], [1, heads, past + new, dim]
+        for layer, (key, value) in zip(spec.layers, _pairs(self._buffers), strict=True):
+            io.bind_input(layer.past_key, device, 0, dtype, past_shape, key[source])
+            io.bind_input(layer.past_value, device, 0, dtype, past_shape, value[source])
+            io.bind_output(layer.present_key, device, 0, dtype, present_shape, key[target])
+            io.bind_output(layer.present_value, device, 0, dtype, present_shape, value[target])
+
+
+def _pairs(buffers: list[list[int]]) -> Iterator[tuple[list[int], list[int]]]:
+    """(key buffers, value buffers) per layer from the flat per-tensor list."""
+    return zip(buffers[0::2], buffers[1::2], strict=True)

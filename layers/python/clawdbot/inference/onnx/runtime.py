@@ -1,0 +1,98 @@
+"""Creating the ONNX Runtime session: execution provider and thread settings.
+
+One session is created per process and shared by every request (``InferenceSession.run`` is thread-safe), so
+these settings are decided once:
+
+- **Provider**: CUDA when the installed build has it (onnxruntime-gpu) and a GPU answers, else CPU. A CUDA build
+  on a machine without a GPU falls back to CPU instead of failing.
+- **Threads**: ONNX Runtime sizes its pool from the host's cores, which inside a container limited with
+  ``--cpus`` (or a Lambda function) oversubscribes the CPU quota; we size it from the affinity mask capped by
+  the cgroup quota. One inter-op thread and sequential execution: a decoder graph is a chain, parallel branch
+  execution only adds scheduling overhead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from clawdbot.inference.exceptions import ModelLoadError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """How to run the graph. ``None`` means "decide from the machine"."""
+
+    #: Intra-op threads; default: the CPUs this process may use (cgroup-aware).
+    threads: int | None = None
+    #: Execution providers in priority order; default: CUDA if usable, then CPU.
+    providers: tuple[str, ...] | None = None
+    #: Let idle pool threads spin between ops: lower latency, but burns the CPU share on shared hosts.
+    allow_spinning: bool = True
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may really use: its affinity mask, capped by a cgroup v2/v1 CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    quota: float | None = None
+    try:
+        raw_quota, raw_period = (cgroup_root / "cpu.max").read_text().split()[:2]
+        quota = None if raw_quota == "max" else int(raw_quota) / int(raw_period)
+    except (OSError, ValueError):
+        try:
+            quota_us = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period_us = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+            quota = quota_us / period_us if quota_us > 0 and period_us > 0 else None
+        except (OSError, ValueError):
+            quota = None
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def create_session(graph_path: Path, options: RuntimeOptions | None = None) -> tuple[ort.InferenceSession, str]:
+    """Open ``graph_path``; returns the session and the device its KV cache should live on (``cpu``/``cuda``)."""
+    import onnxruntime as ort
+
+    options = options or RuntimeOptions()
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session_options.intra_op_num_threads = options.threads or available_cpus()
+    session_options.inter_op_num_threads = 1
+    session_options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
+    if not options.allow_spinning:
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+    available = ort.get_available_providers()
+    wanted = list(options.providers) if options.providers else ([CUDA, CPU] if CUDA in available else [CPU])
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise ModelLoadError(f"execution providers not available in this onnxruntime build: {', '.join(missing)}")
+    try:
+        session = ort.InferenceSession(str(graph_path), sess_options=session_options, providers=wanted)
+    except Exception as exc:  # ORT raises its own untyped errors
+        if wanted[0] == CUDA and not options.providers:
+            logger.debug("CUDA session failed (%s); falling back to CPU", exc)
+            session = ort.InferenceSession(str(graph_path), sess_options=session_options, providers=[CPU])
+        else:
+            raise ModelLoadError(f"ONNX Runtime cannot load {graph_path}: {exc}") from exc
+    device = "cuda" if session.get_providers()[0] == CUDA else "cpu"
+    logger.debug("session on %s, providers=%s, threads=%d", device, session.get_providers(),
+                 session_options.intra_op_num_threads)
+    return session, device

@@ -1,0 +1,54 @@
+"""Choosing the next token from a logits row: greedy, or temperature + nucleus (top-p) sampling.
+
+Each request gets its own :class:`Sampler` (its own random generator), so a ``seed`` reproduces the same tokens
+regardless of what other requests run at the same time. ``temperature == 0`` is greedy, as in OpenAI's API.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from clawdbot.exceptions import InvalidRequestError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class Sampler:
+    """Picks token ids from logits; not shared between requests."""
+
+    __slots__ = ("_rng", "greedy", "temperature", "top_p")
+
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> None:
+        import numpy as np
+
+        if not temperature >= 0:  # also rejects NaN
+            raise InvalidRequestError(f"temperature must be >= 0, got {temperature}", param="temperature")
+        if not 0 < top_p <= 1:
+            raise InvalidRequestError(f"top_p must be in (0, 1], got {top_p}", param="top_p")
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.greedy = self.temperature == 0
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, logits: np.ndarray) -> int:
+        """The next token for a 1-D logits row (any float dtype)."""
+        import numpy as np
+
+        if self.greedy:
+            return int(logits.argmax())
+        scaled = logits.astype(np.float32) * np.float32(1.0 / self.temperature)
+        scaled -= scaled.max()
+        probs = np.exp(scaled, out=scaled)
+        if self.top_p < 1.0:
+            # Smallest set of most likely tokens whose mass reaches top_p (the token crossing it included).
+            order = np.argsort(probs)[::-1]
+            cumulative = np.cumsum(probs[order])
+            keep = int(np.searchsorted(cumulative, self.top_p * cumulative[-1])) + 1
+            order = order[:keep]
+            cumulative = cumulative[:keep]
+            pick = int(np.searchsorted(cumulative, self._rng.random() * cumulative[-1], side="right"))
+            return int(order[min(pick, keep - 1)])
+        cumulative = np.cumsum(probs)
+        pick = int(np.searchsorted(cumulative, self._rng.random() * cumulative[-1], side="right"))
+        return min(pick, len(probs) - 1)
