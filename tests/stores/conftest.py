@@ -6,7 +6,7 @@ requested lazily, so running only the SQLite cases starts no server.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 #: Every engine the contract suite must pass.
-ENGINES = ("sqlite",)
+ENGINES = ("sqlite", "dynamodb", "redis", "redis-cluster")
 
 
 
@@ -27,7 +27,49 @@ def _sqlite(request: pytest.FixtureRequest, tmp_path: Path, config: StoreConfig 
     return SQLiteSessionStore(tmp_path / "data", config)
 
 
-_BUILDERS = {"sqlite": _sqlite}
+def _dynamodb(request: pytest.FixtureRequest, tmp_path: Path, config: StoreConfig | None) -> SessionStore:
+    from clawdbot.sessions.dynamodb import DynamoDBSessionStore
+
+    client, table = request.getfixturevalue("dynamodb_table")
+    return DynamoDBSessionStore(table, config, client=client)
+
+
+def _redis(request: pytest.FixtureRequest, tmp_path: Path, config: StoreConfig | None) -> SessionStore:
+    from clawdbot.sessions.redis import RedisSessionStore
+
+    store = RedisSessionStore.from_url(request.getfixturevalue("redis_server"), config)
+    assert type(store.client).__name__ == "Redis"
+    return store
+
+
+def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path, config: StoreConfig | None) -> SessionStore:
+    from clawdbot.sessions.redis import RedisSessionStore
+
+    store = RedisSessionStore.from_url(request.getfixturevalue("redis_cluster_server"), config)
+    assert type(store.client).__name__ == "RedisCluster"  # detected from the server, not told
+    return store
+
+
+_BUILDERS = {"sqlite": _sqlite, "dynamodb": _dynamodb, "redis": _redis, "redis-cluster": _redis_cluster}
+
+
+@pytest.fixture(scope="session")
+def dynamodb_client(dynamodb_local: str) -> Any:
+    """A boto3 client for DynamoDB Local (fake credentials come with the ``dynamodb_local`` fixture)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("dynamodb", endpoint_url=dynamodb_local,
+                        config=Config(max_pool_connections=64, retries={"mode": "standard"}))
+
+
+@pytest.fixture(scope="session")
+def dynamodb_table(dynamodb_client: Any) -> tuple[Any, str]:
+    """One sessions table with the stack's schema, shared by the suite (session ids never collide)."""
+    from clawdbot.sessions.factory import ensure_dynamodb_table
+
+    assert ensure_dynamodb_table(dynamodb_client, "clawdbot-sessions-test") is True
+    return dynamodb_client, "clawdbot-sessions-test"
 
 
 @pytest.fixture(params=ENGINES)

@@ -242,10 +242,7 @@ class SQLiteSessionStore(SessionStore):
             if meta is None or self._expired(meta, now):
                 raise SessionNotFoundError(f"No session with id '{session_id}'.", param="session_id")
             merged = {**meta.attributes, **attributes}
-            expires_at = self._expiry(now)
-            conn.execute(
-                "UPDATE sessions SET attributes = ?, updated_at = ?, expires_at = ? WHERE session_id = ?",
-                (_dumps(merged), now, expires_at, session_id),
-            )
+            conn.execute("UPDATE sessions SET attributes = ?, updated_at = ? WHERE session_id = ?",
+                         (_dumps(merged), now, session_id))
         return SessionMeta(session_id=session_id, created_at=meta.created_at, updated_at=now,
-                           next_seq=meta.next_seq, owner=meta.owner, expires_at=expires_at, attributes=merged)
+                           next_seq=meta.next_seq, owner=meta.owner, expires_at=meta.expires_at, attributes=merged)
