@@ -102,14 +102,14 @@ def chat_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """
     import importlib
 
-    from clawdbot.config.settings import DEFAULT_MODEL_DIR, get_settings
+    from clawdbot.config.settings import Settings, get_settings
 
-    assert (DEFAULT_MODEL_DIR / "model.onnx").exists(), f"the shipped model is missing at {DEFAULT_MODEL_DIR}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CLAWDBOT_DATA_DIR", str(tmp_path_factory.mktemp("chat_api_data")))
         patch.setenv("CLAWDBOT_SESSION_STORE", "sqlite")
         patch.setenv("CLAWDBOT_INFERENCE", "local")
-        patch.setenv("CLAWDBOT_MODEL_DIR", str(DEFAULT_MODEL_DIR))
+        model_dir = Settings().model_dir  # the shipped model unless CLAWDBOT_MODEL_DIR says otherwise
+        assert (model_dir / "model.onnx").exists(), f"the model is missing at {model_dir}"
         get_settings.cache_clear()
         sys.modules.pop("functions.chat_api.handler", None)
         try:
