@@ -161,9 +161,15 @@ def test_unknown_route_is_an_openai_404(chat_api: ModuleType) -> None:
 
 
 # ---------------------------------------------------------------------------- out of process, as on Lambda
+def embedded_env(data_dir: Path) -> list[str]:
+    """``--env`` options for the embedded parts (whatever ``CLAWDBOT_*`` the calling shell has set)."""
+    return ["--env", f"CLAWDBOT_DATA_DIR={data_dir}", "--env", "CLAWDBOT_SESSION_STORE=sqlite",
+            "--env", "CLAWDBOT_INFERENCE=local"]
+
+
 def test_clawdbot_invoke_runs_chat_api_through_the_runtime_client(tmp_path: Path) -> None:
     done = run_clawdbot("invoke", "functions/chat_api", "events/chat-completion.json",
-                        "--env", f"CLAWDBOT_DATA_DIR={tmp_path}", "--timeout", "60", cwd=REPO_ROOT, timeout=180)
+                        *embedded_env(tmp_path), "--timeout", "60", cwd=REPO_ROOT, timeout=180)
 
     assert done.returncode == 0, done.stderr
     response = json.loads(done.stdout)
@@ -176,7 +182,7 @@ def test_clawdbot_invoke_runs_chat_api_through_the_runtime_client(tmp_path: Path
 
 def test_clawdbot_invoke_chat_api_bad_request_is_a_400_response_not_a_function_error(tmp_path: Path) -> None:
     done = run_clawdbot("invoke", "functions/chat_api", "events/bad-request.json", "--quiet",
-                        "--env", f"CLAWDBOT_DATA_DIR={tmp_path}", "--timeout", "60", cwd=REPO_ROOT, timeout=180)
+                        *embedded_env(tmp_path), "--timeout", "60", cwd=REPO_ROOT, timeout=180)
 
     assert done.returncode == 0, done.stderr  # the function succeeded: it answered 400
     response = json.loads(done.stdout)
