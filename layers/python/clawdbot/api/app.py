@@ -11,7 +11,7 @@ from clawdbot import __version__
 from clawdbot.api.dependencies import Resources
 from clawdbot.api.errors import install_error_handlers
 from clawdbot.api.middleware import RequestContextMiddleware
-from clawdbot.api.routes import chat, health, sessions
+from clawdbot.api.routes import chat, health, sessions, turns
 from clawdbot.chat.service import ChatService
 from clawdbot.config.settings import Settings, get_settings
 
@@ -41,5 +41,6 @@ def create_app(settings: Settings | None = None, *, store: SessionStore | None =
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(sessions.router)
+    app.include_router(turns.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

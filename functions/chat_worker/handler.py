@@ -1,0 +1,26 @@
+"""Lambda entry of the chat worker: SQS FIFO batches of queued turns → Powertools batch processing.
+
+Wiring only (see ``clawdbot.queue.worker``). The worker (store, model, idempotency layer) is built once per
+execution environment at cold start. The event source mapping must enable ``ReportBatchItemFailures``: the
+response lists the records to retry, everything else is deleted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.batch import process_partial_response
+
+from clawdbot.config.settings import get_settings
+from clawdbot.queue.worker import TurnWorker, new_processor
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+processor = new_processor()
+worker = TurnWorker.from_settings(get_settings())
+
+
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return dict(process_partial_response(event=event, record_handler=worker.record_handler, processor=processor,
+                                         context=context))

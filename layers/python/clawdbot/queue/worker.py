@@ -1,0 +1,136 @@
+"""The SQS worker's record handler: one message, one chat turn, at most once per turn id.
+
+The Lambda (``functions/chat_worker/handler.py``) feeds each batch to Powertools' ``SqsFifoPartialProcessor``
+with :meth:`TurnWorker.record_handler`. What happens to a record:
+
+* its body is not a turn (``PoisonMessageError``), or a transient error escapes (model or store unavailable,
+  throttling, another worker holding the turn): the record fails and lands in ``batchItemFailures``; SQS
+  redelivers it, and after ``maxReceiveCount`` moves it to the DLQ. With ``skip_group_on_error`` only the rest of
+  *that session's* records in the batch fail with it (FIFO order within a session is kept); other sessions'
+  records succeed;
+* the turn can never succeed (unknown session, prompt too long: a 4xx ``ClawdbotError``): the failure is stored
+  as the turn's outcome and the record succeeds, so it is not retried and the client reads ``failed``;
+* otherwise the turn runs through ``ChatService`` (the same code as ``POST /v1/chat/completions``), which appends
+  the user message and the reply together, tagged with the turn id.
+
+At most once: the turn runs inside Powertools' ``idempotent_function`` keyed on ``(owner, session_id,
+turn_id)``. The first worker writes an ``INPROGRESS`` record with a conditional put; a redelivery gets the stored
+outcome back instead of a second turn, and a concurrent delivery of the same message (a second worker, e.g. after
+a visibility timeout shorter than the turn) finds the record in progress and fails its record, to be retried
+and answered from the record later. The lock lasts until the Lambda's own timeout (Powertools registers the
+remaining time), so it never outlives the worker holding it. One window is left: a worker that appended the reply
+but died before marking the record completed. Its redelivery finds the turn in the transcript
+(``find_recorded_turn``) and returns it without running the model again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
+from aws_lambda_powertools.utilities.idempotency import idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+from clawdbot.chat.service import ChatService, TurnRequest
+from clawdbot.exceptions import ClawdbotError
+from clawdbot.inference.types import ChatMessage
+from clawdbot.queue.exceptions import TurnInProgressError
+from clawdbot.queue.idempotency import KEY_PREFIX, build_persistence_layer, idempotency_config
+from clawdbot.queue.messages import TurnMessage, parse_record
+from clawdbot.queue.outcomes import done_outcome, failed_outcome, find_recorded_turn
+from clawdbot.queue.replies import ReplyPublisher
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer, IdempotencyConfig
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from clawdbot.config.settings import Settings
+    from clawdbot.inference.base import InferenceBackend
+    from clawdbot.sessions.base import SessionStore
+
+logger = logging.getLogger(__name__)
+
+#: 4xx statuses that a retry may cure: conflicts (a lost optimistic append), timeouts and throttling.
+_RETRYABLE_CLIENT_STATUSES = frozenset({408, 409, 429})
+
+
+def new_processor() -> SqsFifoPartialProcessor:
+    """The batch processor the worker runs under: a failure holds back only its own session's later records."""
+    return SqsFifoPartialProcessor(skip_group_on_error=True)
+
+
+def is_permanent(exc: ClawdbotError) -> bool:
+    """True for errors no redelivery can fix: the request itself is wrong (4xx), not the moment."""
+    return 400 <= exc.status_code < 500 and exc.status_code not in _RETRYABLE_CLIENT_STATUSES
+
+
+class TurnWorker:
+    """Runs queued turns. Build one per execution environment (cold start) and reuse it for every batch."""
+
+    def __init__(self, chat: ChatService, persistence: BasePersistenceLayer, config: IdempotencyConfig,
+                 replies: ReplyPublisher, *, window: int) -> None:
+        """``config`` must be the one ``persistence`` was configured with: the Lambda context is registered on it.
+
+        ``window`` is how many of a session's newest entries are searched for an already recorded turn.
+        """
+        self.chat = chat
+        self.persistence = persistence
+        self.config = config
+        self.replies = replies
+        self.window = window
+        self._idempotent_turn = idempotent_function(
+            self._run_turn, data_keyword_argument="message", persistence_store=persistence, config=config,
+            key_prefix=KEY_PREFIX)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, store: SessionStore | None = None,
+                      backend: InferenceBackend | None = None) -> TurnWorker:
+        """The worker the settings describe; ``store``/``backend`` override the configured ones."""
+        if store is None:
+            from clawdbot.sessions.factory import build_store
+
+            store = build_store(settings)
+        if backend is None:
+            from clawdbot.inference.factory import build_backend
+
+            backend = build_backend(settings)
+        config = idempotency_config(settings)
+        return cls(ChatService(store, backend, settings), build_persistence_layer(settings, config), config,
+                   ReplyPublisher.from_settings(settings), window=settings.history_window)
+
+    def record_handler(self, record: SQSRecord, lambda_context: LambdaContext | None = None) -> dict[str, Any]:
+        """Process one record (the batch processor's record handler); returns the turn's outcome.
+
+        Raises to fail the record: ``PoisonMessageError``, ``TurnInProgressError``, or a transient error.
+        """
+        message = parse_record(record)
+        if lambda_context is not None:
+            # Bounds the in-progress lock by this invocation's remaining time.
+            self.config.register_lambda_context(lambda_context)
+        try:
+            outcome: dict[str, Any] = self._idempotent_turn(message=message)
+        except IdempotencyAlreadyInProgressError as exc:
+            raise TurnInProgressError(f"turn {message.turn_id} is being processed by another worker") from exc
+        self.replies.publish(message, outcome)
+        return outcome
+
+    def _run_turn(self, message: TurnMessage) -> dict[str, Any]:
+        """The turn itself, run at most once per key (``idempotent_function`` stores what it returns)."""
+        recorded = find_recorded_turn(self.chat.store, message.session_id, message.turn_id, self.window)
+        if recorded is not None:
+            logger.debug("turn %s is already in session %s; not running it again", message.turn_id,
+                         message.session_id)
+            return recorded
+        request = TurnRequest(messages=[ChatMessage("user", message.content)], session_id=message.session_id,
+                              turn_id=message.turn_id, owner=message.owner)
+        try:
+            result = self.chat.complete(self.chat.prepare(request))
+        except ClawdbotError as exc:
+            if not is_permanent(exc):
+                raise
+            logger.debug("turn %s failed for good: %s (%s)", message.turn_id, exc.code, exc.message)
+            return failed_outcome(exc)
+        logger.debug("turn %s done in session %s", message.turn_id, message.session_id)
+        return done_outcome(result)
