@@ -42,14 +42,18 @@ class ModelFolder:
     chat_template: str = ""
 
     @classmethod
-    def load(cls, path: str | Path) -> ModelFolder:
-        """Check the layout and read the JSON files; one :class:`ModelLoadError` lists every problem found."""
+    def load(cls, path: str | Path, *, require_graph: bool = True) -> ModelFolder:
+        """Check the layout and read the JSON files; one :class:`ModelLoadError` lists every problem found.
+
+        ``require_graph=False`` accepts a tokenizer bundle (the folder minus the weights), as shipped with a
+        Lambda that counts prompt tokens for a remote model.
+        """
         root = Path(path)
         if not root.is_dir():
             raise ModelLoadError(f"model folder {root} does not exist or is not a directory")
         problems: list[str] = []
         graph_path = next((root / name for name in GRAPH_FILES if (root / name).is_file()), None)
-        if graph_path is None:
+        if graph_path is None and require_graph:
             problems.append("model.onnx (the ONNX decoder graph) is missing")
         if not (root / "tokenizer.json").is_file():
             problems.append("tokenizer.json (the tokenizers-library tokenizer) is missing")
