@@ -302,7 +302,8 @@ def build_genai_model(hf_dir: str | Path, out_dir: str | Path, *, precision: str
         create_model(*positional, **options)
     logger.debug("onnxruntime-genai builder: %s", chatter.getvalue())
     shutil.rmtree(cache_dir, ignore_errors=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+    # config.json too: the builder writes only genai_config.json, and our engine reads the HF config.
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         if (hf_dir / name).is_file() and not (out / name).is_file():
             shutil.copy2(hf_dir / name, out / name)
     return out

@@ -29,8 +29,11 @@ class StopMatcher:
         if not self._stops:
             return piece
         text = self._held + piece
-        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        # The stop string that *completes* first ends generation (as it would, token by token); if several
+        # end at the same character, the longest one is cut.
+        found = [(i + len(s), i) for s in self._stops if (i := text.find(s)) >= 0]
+        if found:
+            cut = min(found)[1]
             self._held = ""
             self.stopped = True
             return text[:cut]
