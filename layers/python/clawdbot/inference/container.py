@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -69,39 +68,12 @@ DEFAULT_PORT = 8080
 KEEP_ALIVE_SECONDS = 75
 #: SageMaker sends SIGKILL 30 s after SIGTERM; finish in-flight requests within that.
 GRACEFUL_SHUTDOWN_SECONDS = 25
+#: Generations run at once. Two keep the cores busy while one request is between tokens (sampling, detokenizing
+#: in Python) without splitting ONNX Runtime's thread pool among many; see docs/sagemaker.md for measurements.
+DEFAULT_MAX_CONCURRENCY = 2
 
 
-# --------------------------------------------------------------------------------------------- sizing
-def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
-    """CPUs this process may really use: its affinity mask, capped by a cgroup CPU quota.
-
-    ``os.cpu_count()`` reports the host's CPUs even inside a container limited with ``--cpus``; sizing thread
-    pools from it oversubscribes the quota and makes every request slower.
-    """
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        count = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota(cgroup_root)
-    if quota is not None:
-        count = min(count, max(1, math.ceil(quota)))
-    return max(1, count)
-
-
-def _cgroup_cpu_quota(root: Path) -> float | None:
-    try:  # cgroup v2: "<quota> <period>" or "max <period>"
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v1
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
+# --------------------------------------------------------------------------------------------- model folder
 def resolve_model_dir(explicit: str | Path | None = None) -> Path:
     """The model folder: ``explicit`` > ``$SM_MODEL_DIR`` > ``/opt/ml/model``.
 
@@ -298,11 +270,15 @@ def _produce(start: Callable[[], Iterator[StreamDelta]], queue: asyncio.Queue[ob
 
 
 # --------------------------------------------------------------------------------------------- serve
-def load_onnx_backend(model_dir: Path, threads: int) -> InferenceBackend:
-    """The shipped engine: ONNX Runtime on the model folder (imported here: it pulls in onnxruntime/numpy)."""
-    from clawdbot.inference.onnx import OnnxBackend
+def load_onnx_backend(model_dir: Path, *, model_id: str | None = None, threads: int | None = None) -> InferenceBackend:
+    """The shipped engine: ONNX Runtime on the model folder (imported here: it pulls in onnxruntime/numpy).
 
-    return OnnxBackend(model_dir)
+    Threads default to the CPUs the container may use (cgroup-aware); the provider is CUDA when the image has
+    onnxruntime-gpu and the instance a GPU, else CPU.
+    """
+    from clawdbot.inference.onnx import OnnxBackend, RuntimeOptions
+
+    return OnnxBackend(model_dir, model_id=model_id, options=RuntimeOptions(threads=threads))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,10 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to bind (default 0.0.0.0: SageMaker connects from outside the container)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT)),
                         help="port (default: $SAGEMAKER_BIND_TO_PORT, else 8080)")
+    parser.add_argument("--model-name", default=os.environ.get("CLAWDBOT_MODEL_NAME") or None,
+                        help="model id in responses (default: $CLAWDBOT_MODEL_NAME, else the folder's name)")
     parser.add_argument("--threads", type=int, default=_env_int("CLAWDBOT_INFERENCE_THREADS"),
                         help="engine threads (default: $CLAWDBOT_INFERENCE_THREADS, else the CPUs available)")
-    parser.add_argument("--max-concurrency", type=int, default=_env_int("CLAWDBOT_MAX_CONCURRENCY"),
-                        help="generations run at once (default: $CLAWDBOT_MAX_CONCURRENCY, else 2)")
+    parser.add_argument("--max-concurrency", type=int, default=_env_int("CLAWDBOT_CONTAINER_CONCURRENCY"),
+                        help="generations run at once (default: $CLAWDBOT_CONTAINER_CONCURRENCY, else 2)")
     parser.add_argument("serve", nargs="?", help=argparse.SUPPRESS)  # `docker run IMAGE serve` with an ENTRYPOINT
     return parser
 
@@ -338,10 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     model_dir = resolve_model_dir(args.model_dir)
-    threads = args.threads or available_cpus()
-    max_concurrency = args.max_concurrency or 2
-    logger.info("serving %s on %s:%d (threads=%d, max_concurrency=%d)",
-                model_dir, args.host, args.port, threads, max_concurrency)
+    max_concurrency = args.max_concurrency or DEFAULT_MAX_CONCURRENCY
+    logger.info("serving %s on %s:%d (threads=%s, max_concurrency=%d)",
+                model_dir, args.host, args.port, args.threads or "auto", max_concurrency)
 
     server: uvicorn.Server | None = None
 
@@ -349,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(lambda: load_onnx_backend(model_dir, threads), max_concurrency=max_concurrency,
+    app = create_app(lambda: load_onnx_backend(model_dir, model_id=args.model_name, threads=args.threads),
+                     max_concurrency=max_concurrency,
                      on_load_error=stop)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, lifespan="on", access_log=False, log_level="warning",
@@ -360,4 +338,4 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if app.state.slot.error is not None else 0
 
 
-__all__ = ["ModelSlot", "available_cpus", "create_app", "error_response", "main", "resolve_model_dir"]
+__all__ = ["ModelSlot", "create_app", "error_response", "main", "resolve_model_dir"]

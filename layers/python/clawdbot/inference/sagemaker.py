@@ -1,0 +1,350 @@
+"""The Lambda side of SageMaker hosting: an :class:`InferenceBackend` that calls a SageMaker endpoint.
+
+Generation happens in the endpoint's container (:mod:`clawdbot.inference.container`), which speaks OpenAI's chat
+shape; the Lambda sends the whole context each time (the container is stateless) with ``invoke_endpoint``, or
+``invoke_endpoint_with_response_stream`` when streaming, and reads the OpenAI answer or server-sent events back.
+
+What the session layer needs before it calls the model - the prompt's token count and the context length - is
+computed here, from a *tokenizer bundle* shipped with the function (``tokenizer.json``, ``tokenizer_config.json``,
+``config.json``, ``generation_config.json``; no weights), so trimming history costs no round trip.
+
+Timeouts and retries: ``invoke_endpoint`` returns nothing until the whole completion is generated, so the read
+timeout must outlast a generation. SageMaker itself stops waiting for a container after 60 s and answers a
+``ModelError`` (never retried); a read timeout just above that therefore only fires when the network, not the
+model, is stuck - the case worth retrying. When streaming, the read timeout is the longest silence between two
+events. Errors are mapped to the API's (see :func:`map_client_error`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clawdbot.exceptions import ClawdbotError, InvalidRequestError, ServiceUnavailableError
+from clawdbot.inference.base import InferenceBackend
+from clawdbot.inference.exceptions import (
+    ContextLengthExceededError,
+    UpstreamError,
+    UpstreamThrottledError,
+    UpstreamTimeoutError,
+)
+from clawdbot.inference.openai_wire import (
+    SSEDecoder,
+    chat_request_body,
+    error_from_body,
+    parse_chunk,
+    parse_completion_body,
+)
+from clawdbot.inference.types import Completion, StreamDelta
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
+
+    from clawdbot.config.settings import Settings
+    from clawdbot.inference.tokenizer_bundle import TokenizerBundle
+    from clawdbot.inference.types import ChatMessage, FinishReason, GenerationParams
+
+logger = logging.getLogger(__name__)
+
+#: Error codes SageMaker (and botocore's retry logic) use for "slow down".
+_THROTTLING_CODES = frozenset({
+    "ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException",
+    "RequestThrottledException", "ModelNotReadyException",
+})
+_UNAVAILABLE_CODES = frozenset({"ServiceUnavailable", "ServiceUnavailableException"})
+
+
+class SageMakerConfig(BaseSettings):
+    """Behaviour settings of :class:`SageMakerBackend`, read from ``CLAWDBOT_SAGEMAKER_*``.
+
+    The endpoint name itself is ``CLAWDBOT_SAGEMAKER_ENDPOINT`` in the app's :class:`Settings`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CLAWDBOT_SAGEMAKER_", extra="ignore", frozen=True)
+
+    #: Production variant to call (A/B tests); ``None`` lets the endpoint's weights choose.
+    target_variant: str | None = None
+    #: Seconds to wait for the next bytes: a whole generation for ``invoke_endpoint``, the longest gap between
+    #: two events when streaming. Above SageMaker's own 60 s limit (see the module docstring).
+    read_timeout: float = Field(default=70.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    #: Total attempts per call, the first included (botocore's ``total_max_attempts``).
+    max_attempts: int = Field(default=3, ge=1)
+    #: ``standard``: exponential backoff with jitter; ``adaptive`` adds client-side rate limiting on throttling.
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    #: ``Retry-After`` (seconds) sent with a 429/503 when SageMaker gives none.
+    retry_after_seconds: int = Field(default=2, ge=1)
+    region_name: str | None = None
+
+    def botocore_config(self) -> Any:
+        from botocore.config import Config
+
+        return Config(
+            read_timeout=self.read_timeout,
+            connect_timeout=self.connect_timeout,
+            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
+            tcp_keepalive=True,
+            user_agent_extra="clawdbot",
+        )
+
+
+class SageMakerBackend(InferenceBackend):
+    """Chat with a model served by a SageMaker endpoint running the clawdbot container.
+
+    ``tokenizer_dir`` holds the tokenizer bundle; ``client`` may be injected (tests, custom sessions),
+    otherwise a ``sagemaker-runtime`` client is created on first use and cached.
+    """
+
+    def __init__(
+        self,
+        endpoint_name: str,
+        tokenizer_dir: str | Path | TokenizerBundle,
+        *,
+        model_id: str | None = None,
+        config: SageMakerConfig | None = None,
+        client: Any = None,
+    ) -> None:
+        from clawdbot.inference.tokenizer_bundle import TokenizerBundle
+
+        self.endpoint_name = endpoint_name
+        self.config = config or SageMakerConfig()
+        self.tokenizer = (tokenizer_dir if isinstance(tokenizer_dir, TokenizerBundle)
+                          else TokenizerBundle(tokenizer_dir))
+        self._model_id = model_id or self.tokenizer.model_id
+        self._client = _LazyClient(self.config, client)
+
+    def for_variant(self, target_variant: str | None) -> SageMakerBackend:
+        """The same endpoint, tokenizer and client, pinned to one production variant (an A/B arm).
+
+        Sharing the tokenizer and the (thread-safe) client means an extra arm costs neither a second bundle load
+        nor a second connection pool.
+        """
+        clone = SageMakerBackend(self.endpoint_name, self.tokenizer, model_id=self._model_id,
+                                 config=self.config.model_copy(update={"target_variant": target_variant}))
+        clone._client = self._client
+        return clone
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SageMakerBackend:
+        if not settings.sagemaker_endpoint:
+            raise ServiceUnavailableError(
+                "CLAWDBOT_INFERENCE=sagemaker needs CLAWDBOT_SAGEMAKER_ENDPOINT (the endpoint name)."
+            )
+        return cls(settings.sagemaker_endpoint, settings.model_dir, model_id=settings.model_name)
+
+    # ------------------------------------------------------------------------------------- contract
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def context_length(self) -> int:
+        return self.tokenizer.context_length
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return self.tokenizer.count_prompt_tokens(messages)
+
+    def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
+        body = chat_request_body(messages, params, model=self.model_id, stream=False)
+        try:
+            response = self.client.invoke_endpoint(
+                EndpointName=self.endpoint_name, Body=json.dumps(body).encode(), ContentType="application/json",
+                Accept="application/json", **self._variant(),
+            )
+            payload = response["Body"].read()
+        except Exception as exc:
+            raise map_error(exc, self.config.retry_after_seconds) from exc
+        logger.debug("invoke_endpoint %s answered by variant %s", self.endpoint_name,
+                     response.get("InvokedProductionVariant"))
+        try:
+            return parse_completion_body(json.loads(payload))
+        except ValueError as exc:
+            raise UpstreamError("The model endpoint answered something that is not JSON.") from exc
+
+    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[StreamDelta]:
+        body = chat_request_body(messages, params, model=self.model_id, stream=True)
+        try:
+            response = self.client.invoke_endpoint_with_response_stream(
+                EndpointName=self.endpoint_name, Body=json.dumps(body).encode(), ContentType="application/json",
+                Accept="text/event-stream", **self._variant(),
+            )
+        except Exception as exc:
+            raise map_error(exc, self.config.retry_after_seconds) from exc
+        events = response["Body"]
+        try:
+            yield from self._deltas(events)
+        except ClawdbotError:
+            raise
+        except Exception as exc:
+            raise map_error(exc, self.config.retry_after_seconds) from exc
+        finally:
+            events.close()  # an abandoned stream must not keep the connection (and the container) busy
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------------------------- helpers
+    @property
+    def client(self) -> Any:
+        """The ``sagemaker-runtime`` client (created on first use, shared with :meth:`for_variant` clones)."""
+        return self._client.get()
+
+    def _variant(self) -> dict[str, str]:
+        return {"TargetVariant": self.config.target_variant} if self.config.target_variant else {}
+
+    @staticmethod
+    def _deltas(events: Any) -> Iterator[StreamDelta]:
+        """Turn ``PayloadPart`` events into contract deltas; the last one carries finish reason and usage.
+
+        OpenAI sends the finish reason and the usage in two chunks (usage last, with no choices), so the final
+        delta is held back until ``[DONE]``.
+        """
+        decoder = SSEDecoder()
+        finish: FinishReason | None = None
+        prompt_tokens = completion_tokens = 0
+
+        def payloads() -> Iterator[str]:
+            for event in events:
+                part = event.get("PayloadPart")
+                if part is not None:
+                    yield from decoder.feed(part.get("Bytes", b""))
+            yield from decoder.close()
+
+        for payload in payloads():
+            chunk = parse_chunk(payload)
+            if chunk is None:  # [DONE]
+                if finish is None:
+                    raise UpstreamError("The model endpoint ended its stream without a finish reason.")
+                yield StreamDelta(text="", finish_reason=finish, prompt_tokens=prompt_tokens,
+                                  completion_tokens=completion_tokens)
+                return
+            if chunk.text:
+                yield StreamDelta(text=chunk.text)
+            if chunk.finish_reason is not None:
+                finish = chunk.finish_reason
+            if chunk.prompt_tokens is not None:
+                prompt_tokens, completion_tokens = chunk.prompt_tokens, chunk.completion_tokens or 0
+        raise UpstreamError("The model endpoint's stream broke off before [DONE].")
+
+
+class _LazyClient:
+    """A boto3 client created on first use and cached: cold starts that never call the model pay nothing.
+
+    ``endpoint_url`` comes from botocore's own ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` when set.
+    """
+
+    def __init__(self, config: SageMakerConfig, client: Any = None) -> None:
+        self._config = config
+        self._client = client
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import boto3
+
+                    self._client = boto3.session.Session().client(
+                        "sagemaker-runtime", region_name=self._config.region_name,
+                        config=self._config.botocore_config(),
+                    )
+        return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None and hasattr(self._client, "close"):
+                self._client.close()
+            self._client = None
+
+
+# --------------------------------------------------------------------------------------------- errors
+def map_error(exc: BaseException, retry_after_seconds: int = 2) -> ClawdbotError:
+    """Map what boto3/botocore/urllib3 raised to the API's error (see ``docs/sagemaker.md`` for the table)."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+    from urllib3.exceptions import ProtocolError
+    from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeout
+
+    if isinstance(exc, ClawdbotError):
+        return exc
+    if isinstance(exc, ClientError):
+        return map_client_error(exc, retry_after_seconds)
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | Urllib3ReadTimeout):
+        return UpstreamTimeoutError("The model endpoint did not answer in time.")
+    if isinstance(exc, EndpointConnectionError | ProtocolError):
+        return UpstreamError("Could not reach the model endpoint.")
+    logger.debug("unexpected error calling SageMaker", exc_info=exc)
+    return UpstreamError(f"Calling the model endpoint failed ({type(exc).__name__}).")
+
+
+def map_client_error(exc: Any, retry_after_seconds: int = 2) -> ClawdbotError:
+    """Map a botocore ``ClientError`` (or mid-stream ``EventStreamError``) from SageMaker Runtime.
+
+    - ``ModelError``: the container answered non-2xx. Its OpenAI error body is kept when it is the client's
+      fault (4xx: context too long, bad parameter); SageMaker's own invocation timeout (original status 0,
+      "timed out") is a 504; anything else the container reports is a 502.
+    - throttling (``ThrottlingException``, ``ModelNotReadyException``...): 429 with ``Retry-After``.
+    - ``ValidationError``: 400, except an endpoint that does not exist (our configuration, not the client's
+      request): 502.
+    - ``ServiceUnavailable``: 503 with ``Retry-After``; mid-stream ``ModelStreamError``: 504 when the model ran
+      out of time, else 502; everything else (``InternalFailure``...): 502.
+    """
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    logger.debug("SageMaker error %s (HTTP %s): %s", code, status, message)
+    if code == "ModelError":
+        return _map_model_error(exc.response, message)
+    if code in _THROTTLING_CODES or status == 429:
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        retry_after = headers.get("retry-after") or str(retry_after_seconds)
+        return UpstreamThrottledError("The model endpoint is busy; retry shortly.",
+                                      headers={"Retry-After": retry_after})
+    if code == "ValidationError":
+        if "not found" in message.lower():
+            return UpstreamError("The configured model endpoint does not exist.", code="endpoint_not_found")
+        return InvalidRequestError(f"The model endpoint rejected the request: {message}",
+                                   code="upstream_validation_error")
+    if code in _UNAVAILABLE_CODES or status == 503:
+        return ServiceUnavailableError("The model endpoint is unavailable; retry shortly.",
+                                       headers={"Retry-After": str(retry_after_seconds)})
+    if code == "ModelStreamError":
+        if _timed_out(message) or "ModelInvocationTimeExceeded" in message:
+            return UpstreamTimeoutError("The model ran out of time while streaming.")
+        return UpstreamError("The model's stream broke off.")
+    return UpstreamError(f"The model endpoint failed ({code or status}).")
+
+
+def _map_model_error(response: dict[str, Any], message: str) -> ClawdbotError:
+    original_status = response.get("OriginalStatusCode")
+    original = response.get("OriginalMessage") or ""
+    if original_status in (None, 0) and _timed_out(message + original):
+        return UpstreamTimeoutError("The model did not answer within the endpoint's time limit.")
+    try:
+        body = json.loads(original)
+    except ValueError:
+        body = None
+    if isinstance(original_status, int) and original_status >= 400 and isinstance(body, dict) and "error" in body:
+        mapped = error_from_body(original_status, body)
+        if isinstance(mapped, InvalidRequestError | ContextLengthExceededError):
+            return mapped
+    return UpstreamError(f"The model failed (container status {original_status}).")
+
+
+def _timed_out(message: str) -> bool:
+    lowered = message.lower()
+    return "timed out" in lowered or "timeout" in lowered
+
+
+__all__ = ["SageMakerBackend", "SageMakerConfig", "map_client_error", "map_error"]
