@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer
 
     from clawdbot.config.settings import Settings
+    from clawdbot.sessions.base import SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -50,43 +51,50 @@ def key_data(owner: str | None, session_id: str, turn_id: str) -> dict[str, Any]
     return {"owner": owner, "session_id": session_id, "turn_id": turn_id}
 
 
-def build_persistence_layer(settings: Settings, config: IdempotencyConfig | None = None) -> BasePersistenceLayer:
+def build_persistence_layer(settings: Settings, config: IdempotencyConfig | None = None, *,
+                            store: SessionStore | None = None) -> BasePersistenceLayer:
     """The persistence layer for ``settings.session_store``, configured for turn keys.
 
-    Configured here (not only by the decorator on first use) so that a reader, the API's status route, hashes
-    keys exactly as the worker does.
+    Given the session ``store``, a DynamoDB or Redis layer shares its client (one connection pool, the same
+    endpoint; a Redis cluster is detected once). Configured here, not only by the decorator on first use, so that
+    a reader (the API's status route) hashes keys exactly as the worker does.
     """
-    layer = _engine(settings)
+    layer = _engine(settings, store)
     layer.configure(config or idempotency_config(settings), key_prefix=KEY_PREFIX)
     return layer
 
 
-def _engine(settings: Settings) -> BasePersistenceLayer:
+def _engine(settings: Settings, store: SessionStore | None) -> BasePersistenceLayer:
     kind = settings.session_store
     if kind == "dynamodb":
         from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
+        from clawdbot.sessions.dynamodb import DynamoDBSessionStore
         from clawdbot.sessions.factory import DYNAMODB_PARTITION_KEY, DYNAMODB_SORT_KEY, DYNAMODB_TTL_ATTRIBUTE
 
+        sessions = store if isinstance(store, DynamoDBSessionStore) else None
         return DynamoDBPersistenceLayer(
-            table_name=settings.dynamodb_table, key_attr=DYNAMODB_PARTITION_KEY, sort_key_attr=DYNAMODB_SORT_KEY,
-            static_pk_value=DYNAMODB_PARTITION, expiry_attr=DYNAMODB_TTL_ATTRIBUTE)
+            table_name=sessions.table_name if sessions else settings.dynamodb_table,
+            key_attr=DYNAMODB_PARTITION_KEY, sort_key_attr=DYNAMODB_SORT_KEY, static_pk_value=DYNAMODB_PARTITION,
+            expiry_attr=DYNAMODB_TTL_ATTRIBUTE, boto3_client=sessions.client if sessions else None)
     if kind == "redis":
-        import redis
-
-        from clawdbot.exceptions import InvalidRequestError
-
-        if not settings.redis_url:
-            raise InvalidRequestError("CLAWDBOT_SESSION_STORE=redis needs CLAWDBOT_REDIS_URL.",
-                                      code="missing_redis_url")
         from aws_lambda_powertools.utilities.idempotency.persistence.cache import CachePersistenceLayer
 
+        from clawdbot.sessions.redis import RedisSessionStore
+
+        if not isinstance(store, RedisSessionStore):
+            if not settings.redis_url:
+                from clawdbot.exceptions import InvalidRequestError
+
+                raise InvalidRequestError("CLAWDBOT_SESSION_STORE=redis needs CLAWDBOT_REDIS_URL.",
+                                          code="missing_redis_url")
+            store = RedisSessionStore.from_url(settings.redis_url)  # standalone or cluster, as the server says
         with warnings.catch_warnings():
             # Powertools 3.x: ``CachePersistenceLayer`` (the recommended name) is an alias of the class marked
-            # deprecated in favour of it, so constructing it warns; nothing to migrate to until 4.0.
+            # deprecated in favour of it, so constructing it warns; there is nothing to migrate to before 4.0.
             warnings.filterwarnings("ignore", message="RedisCachePersistenceLayer will be removed",
                                     category=DeprecationWarning)
-            return CachePersistenceLayer(client=redis.Redis.from_url(settings.redis_url))
+            return CachePersistenceLayer(client=store.client)
     from clawdbot.queue.sqlite_persistence import DB_FILENAME, SQLitePersistenceLayer
 
     return SQLitePersistenceLayer(settings.data_dir / DB_FILENAME)

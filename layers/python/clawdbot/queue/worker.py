@@ -97,8 +97,9 @@ class TurnWorker:
 
             backend = build_backend(settings)
         config = idempotency_config(settings)
-        return cls(ChatService(store, backend, settings), build_persistence_layer(settings, config), config,
-                   ReplyPublisher.from_settings(settings), window=settings.history_window)
+        persistence = build_persistence_layer(settings, config, store=store)
+        return cls(ChatService(store, backend, settings), persistence, config, ReplyPublisher.from_settings(settings),
+                   window=settings.history_window)
 
     def record_handler(self, record: SQSRecord, lambda_context: LambdaContext | None = None) -> dict[str, Any]:
         """Process one record (the batch processor's record handler); returns the turn's outcome.

@@ -74,7 +74,8 @@ def get_turn_resources(request: Request, res: Annotated[Resources, Depends(get_r
                 settings = res.settings
                 turns = TurnResources(
                     queue=TurnQueue(settings.queue_url) if settings.queue_url else None,
-                    status=TurnStatusReader(res.store, build_persistence_layer(settings), settings.history_window),
+                    status=TurnStatusReader(res.store, build_persistence_layer(settings, store=res.store),
+                                            settings.history_window),
                     replies=ReplyPublisher.from_settings(settings))
                 state.turns = turns
     return turns
