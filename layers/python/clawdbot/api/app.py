@@ -14,6 +14,7 @@ from clawdbot.api.middleware import RequestContextMiddleware
 from clawdbot.api.routes import chat, health, sessions, turns
 from clawdbot.chat.service import ChatService
 from clawdbot.config.settings import Settings, get_settings
+from clawdbot.traffic.install import install as install_traffic
 
 if TYPE_CHECKING:
     from clawdbot.inference.base import InferenceBackend
@@ -28,10 +29,13 @@ def create_app(settings: Settings | None = None, *, store: SessionStore | None =
         from clawdbot.sessions.factory import build_store
 
         store = build_store(settings)
+    model_load_seconds = None
     if backend is None:
         from clawdbot.inference.factory import build_backend
 
+        load_started = time.perf_counter()
         backend = build_backend(settings)
+        model_load_seconds = time.perf_counter() - load_started
 
     app = FastAPI(title="clawdbot", version=__version__,
                   description="OpenAI-compatible chat completions with server-side sessions.")
@@ -42,5 +46,6 @@ def create_app(settings: Settings | None = None, *, store: SessionStore | None =
     app.include_router(chat.router)
     app.include_router(sessions.router)
     app.include_router(turns.router)
+    install_traffic(app, settings, model_load_seconds=model_load_seconds)  # keys, limits, A/B, metrics
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -21,11 +21,13 @@ from clawdbot.sessions.context import fit_context
 from clawdbot.sessions.types import NewEntry
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from clawdbot.config.settings import Settings
     from clawdbot.inference.base import InferenceBackend
     from clawdbot.sessions.base import SessionStore
+    from clawdbot.sessions.types import SessionMeta
+    from clawdbot.traffic.ab import Variant, VariantRouter
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class TurnRequest:
     #: Who is calling (API key id); scopes ``user`` sessions and ownership.
     owner: str | None = None
     turn_id: str | None = None
+    #: Force this A/B variant (the ``x-clawdbot-variant`` header); ``None`` assigns one sticky per session.
+    variant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,9 @@ class PreparedTurn:
     create_session: bool = False
     owner: str | None = None
     started: float = field(default_factory=time.perf_counter)
+    #: The A/B variant that serves this turn, and whether to record it as the session's sticky assignment.
+    variant: str = "default"
+    record_variant: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,8 @@ class TurnResult:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
+    #: Time to the first streamed token (``None`` for a non-streamed turn).
+    first_token_ms: float | None = None
 
 
 def user_session_id(user: str, owner: str | None) -> str:
@@ -90,27 +99,35 @@ def new_turn_id() -> str:
 class ChatService:
     """Builds contexts, runs the model and records turns. Safe to share across threads."""
 
-    def __init__(self, store: SessionStore, backend: InferenceBackend, settings: Settings) -> None:
+    def __init__(self, store: SessionStore, backend: InferenceBackend, settings: Settings, *,
+                 variants: VariantRouter | None = None) -> None:
         self.store = store
         self.backend = backend
         self.settings = settings
+        #: A/B arms (each with its backend); ``None`` serves every turn with ``backend`` as variant "default".
+        self.variants = variants
+        #: Called with every finished turn, after it is recorded (rate-limit charging, metrics).
+        self.observers: list[Callable[[TurnResult], None]] = []
 
     # ------------------------------------------------------------------ preparing
     def prepare(self, request: TurnRequest) -> PreparedTurn:
         """Resolve the session, build and fit the context, and fix the generation parameters."""
         system = [m for m in request.messages if m.role in SYSTEM_ROLES]
         system = [ChatMessage("system", m.content) for m in system]
-        session_id, create = self._resolve_session(request)
+        session_id, create, meta = self._resolve_session(request)
+        variant, record_variant = self._variant(request, session_id, meta)
+        backend = variant.backend if variant is not None else self.backend
+        system_prompt = (variant.config.system_prompt if variant is not None else None) or self.settings.system_prompt
 
         if session_id is None:
             context = [m if m.role not in SYSTEM_ROLES else ChatMessage("system", m.content)
                        for m in request.messages]
-            if not system and self.settings.system_prompt:
-                context.insert(0, ChatMessage("system", self.settings.system_prompt))
+            if not system and system_prompt:
+                context.insert(0, ChatMessage("system", system_prompt))
             new_entries: list[ChatMessage] = []
-            prompt_tokens = self.backend.count_prompt_tokens(context)
+            prompt_tokens = backend.count_prompt_tokens(context)
             reserve = request.max_tokens or 1
-            if prompt_tokens + reserve > self.backend.context_length:
+            if prompt_tokens + reserve > backend.context_length:
                 raise self._too_long(prompt_tokens, reserve)
         else:
             new_entries = _new_messages(request.messages)
@@ -119,20 +136,24 @@ class ChatService:
                     "With a session, messages must end with at least one new user message after the last "
                     "assistant message.", param="messages", code="no_new_message")
             if not system:
-                system = self._session_system(session_id, create)
+                prompt = None if meta is None else meta.attributes.get("system_prompt")
+                system = [ChatMessage("system", p)] if (p := prompt or system_prompt) else []
             history = self._history(session_id, create)
             reserve = self._completion_reserve(request)
-            budget = self.backend.context_length - reserve
+            budget = backend.context_length - reserve
             context, prompt_tokens = fit_context(system, history, new_entries, budget,
-                                                 self.backend.count_prompt_tokens)
+                                                 backend.count_prompt_tokens)
         max_tokens = request.max_tokens
         if max_tokens is None:
             max_tokens = max(1, min(self.settings.default_max_tokens,
-                                    self.backend.context_length - prompt_tokens))
+                                    backend.context_length - prompt_tokens))
+        arm = variant.config if variant is not None else None
+        temperature = request.temperature if request.temperature is not None else (arm and arm.temperature)
+        top_p = request.top_p if request.top_p is not None else (arm and arm.top_p)
         params = GenerationParams(
             max_tokens=max_tokens,
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
+            temperature=1.0 if temperature is None else temperature,
+            top_p=1.0 if top_p is None else top_p,
             seed=request.seed,
             stop=request.stop,
         )
@@ -140,23 +161,32 @@ class ChatService:
             turn_id=request.turn_id or new_turn_id(), created=int(time.time()), model=self.backend.model_id,
             context=context, params=params, prompt_tokens=prompt_tokens, session_id=session_id,
             new_entries=new_entries, create_session=create, owner=request.owner,
+            variant=variant.name if variant is not None else "default", record_variant=record_variant,
         )
 
-    def _resolve_session(self, request: TurnRequest) -> tuple[str | None, bool]:
+    def _resolve_session(self, request: TurnRequest) -> tuple[str | None, bool, SessionMeta | None]:
         if request.session_id is not None:
             meta = self.store.get(request.session_id)  # 404 for an unknown id: no silent new conversation
             _check_owner(meta.owner, request.owner, request.session_id)
-            return request.session_id, False
+            return request.session_id, False, meta
         if request.user is not None:
             sid = user_session_id(request.user, request.owner)
             meta = self.store.get_optional(sid)
-            return sid, meta is None
-        return None, False
+            return sid, meta is None, meta
+        return None, False, None
 
-    def _session_system(self, session_id: str, create: bool) -> list[ChatMessage]:
-        prompt = None if create else self.store.get(session_id).attributes.get("system_prompt")
-        prompt = prompt or self.settings.system_prompt
-        return [ChatMessage("system", prompt)] if prompt else []
+    def _variant(self, request: TurnRequest, session_id: str | None,
+                 meta: SessionMeta | None) -> tuple[Variant | None, bool]:
+        """The turn's A/B variant, and whether to record it as the session's sticky assignment (first turn)."""
+        if self.variants is None:
+            return None, False
+        if request.variant is not None:  # forced for testing: the session's own assignment stays as it was
+            return self.variants.get(request.variant), False
+        from clawdbot.traffic.ab import VARIANT_ATTRIBUTE
+
+        recorded = None if meta is None else meta.attributes.get(VARIANT_ATTRIBUTE)
+        variant = self.variants.choose(session_id or request.turn_id or new_turn_id(), recorded)
+        return variant, session_id is not None and recorded != variant.name
 
     def _history(self, session_id: str, create: bool) -> list[ChatMessage]:
         if create:
@@ -180,26 +210,42 @@ class ChatService:
         )
 
     # ------------------------------------------------------------------ running
+    def backend_for(self, turn: PreparedTurn) -> InferenceBackend:
+        return self.backend if self.variants is None else self.variants.get(turn.variant).backend
+
     def complete(self, turn: PreparedTurn) -> TurnResult:
-        completion = self.backend.generate(turn.context, turn.params)
+        completion = self.backend_for(turn).generate(turn.context, turn.params)
         result = TurnResult(turn, completion.text, completion.finish_reason, completion.prompt_tokens,
                             completion.completion_tokens, (time.perf_counter() - turn.started) * 1000)
         self.record(result)
+        self._notify(result)
         return result
 
     def stream(self, turn: PreparedTurn) -> Iterator[StreamDelta]:
         """Yield deltas; the turn is recorded after the last one (not at all if the consumer stops early)."""
         pieces: list[str] = []
         last = StreamDelta(text="")
-        for delta in self.backend.stream(turn.context, turn.params):
+        first_token_ms: float | None = None
+        for delta in self.backend_for(turn).stream(turn.context, turn.params):
+            if first_token_ms is None and delta.text:
+                first_token_ms = (time.perf_counter() - turn.started) * 1000
             pieces.append(delta.text)
             last = delta
             if delta.finish_reason is None:
                 yield delta
         result = TurnResult(turn, "".join(pieces), last.finish_reason or "stop", last.prompt_tokens,
-                            last.completion_tokens, (time.perf_counter() - turn.started) * 1000)
+                            last.completion_tokens, (time.perf_counter() - turn.started) * 1000, first_token_ms)
         self.record(result)
+        self._notify(result)
         yield last
+
+    def _notify(self, result: TurnResult) -> None:
+        """Tell the observers; the reply is already made, so an observer's failure is logged, never raised."""
+        for observer in self.observers:
+            try:
+                observer(result)
+            except Exception:
+                logger.warning("turn observer %r failed", observer, exc_info=True)
 
     def record(self, result: TurnResult) -> None:
         """Append the new messages and the reply as one atomic write (no-op for stateless turns)."""
@@ -212,10 +258,17 @@ class ChatService:
             "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens,
             "latency_ms": round(result.latency_ms, 3),
+            "variant": turn.variant,
         }
+        if result.first_token_ms is not None:
+            facts["first_token_ms"] = round(result.first_token_ms, 3)
         entries = [NewEntry(m.role, m.content, turn_id=turn.turn_id) for m in turn.new_entries]
         entries.append(NewEntry("assistant", result.text, turn_id=turn.turn_id, attributes=facts))
         self.store.append(turn.session_id, entries, create=turn.create_session, owner=turn.owner)
+        if turn.record_variant:  # first turn of the session: make its assignment sticky
+            from clawdbot.traffic.ab import VARIANT_ATTRIBUTE
+
+            self.store.update_attributes(turn.session_id, {VARIANT_ATTRIBUTE: turn.variant})
         logger.debug("recorded turn %s in session %s", turn.turn_id, turn.session_id)
 
 

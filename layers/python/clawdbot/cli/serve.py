@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from clawdbot.config.settings import Settings
 
     try:
-        settings = Settings()
+        settings = Settings(bind_host=args.host)  # keys become mandatory when bound beyond loopback
     except ValidationError as exc:
         raise CommandError(f"invalid configuration:\n{exc}") from exc
     app = create_app(settings)

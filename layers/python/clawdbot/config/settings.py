@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clawdbot.traffic.ab import VariantConfig
+
 #: The small model this repository ships (see MODEL.md); the default for ``clawdbot serve`` and the tests.
 REPO_ROOT = Path(__file__).resolve().parents[4]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "clawdbot-tiny-chat"
@@ -51,6 +53,35 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     #: SNS topic ARNs a queued turn may name as its reply target (comma-separated); empty allows none.
     reply_topic_arns: str = ""
+
+    # --- traffic control, A/B tests, metrics (docs/traffic.md)
+    #: ``auto``: keys are required once any key exists, or from the start when a deploy key is configured or
+    #: the server is bound beyond loopback; ``required``: always.
+    auth: Literal["auto", "required"] = "auto"
+    #: The address the local server binds (``clawdbot serve --host`` sets it); ``auth=auto`` looks at it.
+    bind_host: str = "127.0.0.1"
+    #: How long a process trusts what it read about a key; a revocation takes at most this long to apply.
+    key_cache_seconds: float = Field(default=10.0, ge=0)
+    #: SHA-256 (hex) of the deploy's API key, stored as the first key at start-up (idempotent).
+    bootstrap_key_sha256: str | None = None
+    #: Secrets Manager secret holding the deploy's API key (plaintext), imported the same way (by its hash).
+    api_key_secret_arn: str | None = None
+    #: Local server: requests in flight at once (0 = no cap; on Lambda reserved concurrency caps instead).
+    max_concurrency: int = Field(default=64, ge=0)
+    #: Requests allowed to wait for a slot; beyond that, or after queue_timeout_seconds, 503.
+    max_queue: int = Field(default=256, ge=0)
+    queue_timeout_seconds: float = Field(default=30.0, ge=0)
+    #: A/B arms, as JSON: ``[{"name": "a", "weight": 1}, {"name": "b", "weight": 1, "temperature": 0.7}]``.
+    ab_variants: list[VariantConfig] = Field(default_factory=list)
+    #: Salt of the assignment hash: a new experiment name reshuffles sessions.
+    ab_experiment: str = "default"
+    #: A conversation idle this long (with at least one reply) counts as completed.
+    conversation_idle_seconds: int = Field(default=1800, ge=60)
+    #: Latency guard: this many consecutive turns slower than the threshold emit ``LatencyBreach``.
+    latency_threshold_ms: float = Field(default=10_000.0, gt=0)
+    latency_breach_turns: int = Field(default=5, ge=1)
+    #: ``auto``: Powertools EMF on Lambda, Prometheus (``/metrics``) elsewhere.
+    metrics: Literal["auto", "prometheus", "emf", "off"] = "auto"
 
 
 @lru_cache(maxsize=1)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 router = APIRouter()
 
 
-def _turn_request(body: ChatCompletionRequest, session_id: str | None, owner: str | None) -> TurnRequest:
+def _turn_request(body: ChatCompletionRequest, session_id: str | None, owner: str | None,
+                  variant: str | None = None) -> TurnRequest:
     return TurnRequest(
         messages=[ChatMessage(m.role, m.text()) for m in body.messages],
         max_tokens=body.completion_limit,
@@ -34,6 +35,7 @@ def _turn_request(body: ChatCompletionRequest, session_id: str | None, owner: st
         session_id=session_id,
         user=body.user,
         owner=owner,
+        variant=variant,
     )
 
 
@@ -43,13 +45,16 @@ async def chat_completions(
     request: Request,
     res: Annotated[Resources, Depends(get_resources)],
     x_session_id: Annotated[str | None, Header()] = None,
+    x_clawdbot_variant: Annotated[str | None, Header()] = None,
 ) -> JSONResponse | StreamingResponse:
     if body.model != res.backend.model_id:
         raise NotFoundError(
             f"The model '{body.model}' does not exist. Available: {res.backend.model_id}.",
             param="model", code="model_not_found")
-    turn = await run_in_threadpool(res.chat.prepare, _turn_request(body, x_session_id, caller_id(request)))
+    turn = await run_in_threadpool(res.chat.prepare, _turn_request(body, x_session_id, caller_id(request),
+                                                                   x_clawdbot_variant))
     headers = {"x-session-id": turn.session_id} if turn.session_id else {}
+    headers["x-clawdbot-variant"] = turn.variant
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
