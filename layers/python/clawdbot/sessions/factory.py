@@ -11,6 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from clawdbot.exceptions import ClawdbotError
 from clawdbot.sessions.base import StoreConfig
 
 if TYPE_CHECKING:
@@ -51,11 +52,8 @@ def build_store(settings: Settings, *, create_table: bool = False) -> SessionSto
     if kind == "redis":
         from clawdbot.sessions.redis import RedisSessionStore
 
-        if not settings.redis_url:
-            from clawdbot.exceptions import InvalidRequestError
-
-            raise InvalidRequestError("CLAWDBOT_SESSION_STORE=redis needs CLAWDBOT_REDIS_URL.",
-                                      code="missing_redis_url")
+        if not settings.redis_url:  # a deployment mistake, not the client's: a 500-class error
+            raise ClawdbotError("CLAWDBOT_SESSION_STORE=redis needs CLAWDBOT_REDIS_URL.", code="missing_redis_url")
         return RedisSessionStore.from_url(settings.redis_url, config)
     raise ValueError(f"Unknown session store {kind!r}")  # unreachable: Settings validates the literal
 

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 DB_FILENAME = "sessions.sqlite3"
 #: How long a writer waits for the lock held by another writer before SQLite gives up (milliseconds).
 BUSY_TIMEOUT_MS = 30_000
+#: Expired sessions are hidden at once but deleted from disk by a sweep at most this often (and at open).
+PURGE_INTERVAL_S = 3600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -48,6 +50,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at  INTEGER,
     attributes  TEXT NOT NULL DEFAULT '{}'
 );
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS entries (
     session_id  TEXT NOT NULL,
     seq         INTEGER NOT NULL,
@@ -93,8 +96,10 @@ class SQLiteSessionStore(SessionStore):
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        self._next_purge = 0.0
         with self._connection() as conn:
             conn.executescript(_SCHEMA)
+        self._maybe_purge()
         logger.debug("SQLite session store at %s", self.path)
 
     # ----------------------------------------------------------------- connections
@@ -143,6 +148,29 @@ class SQLiteSessionStore(SessionStore):
         for conn in conns:
             conn.close()
 
+    # ----------------------------------------------------------------- expiry sweep
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete sessions (and their entries) whose ``expires_at`` has passed; returns how many.
+
+        DynamoDB and Redis delete expired data themselves; an embedded file needs this sweep, or it would keep
+        every abandoned conversation forever.
+        """
+        now = time.time() if now is None else now
+        with self._write() as conn:
+            conn.execute("DELETE FROM entries WHERE session_id IN "
+                         "(SELECT session_id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ?)", (now,))
+            removed = conn.execute("DELETE FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                                   (now,)).rowcount
+        logger.debug("purged %d expired sessions from %s", removed, self.path)
+        return removed
+
+    def _maybe_purge(self) -> None:
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_INTERVAL_S
+        self.purge_expired()
+
     # ----------------------------------------------------------------- helpers
     @staticmethod
     def _select_meta(conn: sqlite3.Connection, session_id: str) -> SessionMeta | None:
@@ -185,6 +213,7 @@ class SQLiteSessionStore(SessionStore):
 
     def _append(self, session_id: str, entries: list[NewEntry], now: float, expires_at: int | None,
                 create: bool, owner: str | None) -> list[TranscriptEntry]:
+        self._maybe_purge()
         with self._write() as conn:
             meta = self._select_meta(conn, session_id)
             if meta is None or self._expired(meta, now):
