@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aws_lambda_powertools.utilities.batch import process_partial_response
 
-from clawdbot.config.settings import DEFAULT_MODEL_DIR, Settings, get_settings
+from clawdbot.config.settings import Settings, get_settings
 from clawdbot.queue.worker import TurnWorker, new_processor
 from clawdbot.testing import LambdaContext
 
@@ -47,11 +47,18 @@ def failures(response: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def backend() -> InferenceBackend:
+def model_dir() -> Path:
+    """The shipped model, unless ``CLAWDBOT_MODEL_DIR`` names another; missing, the tests fail (never skip)."""
+    path = Settings().model_dir
+    assert (path / "model.onnx").exists(), f"the model is missing at {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def backend(model_dir: Path) -> InferenceBackend:
     from clawdbot.inference.onnx import OnnxBackend
 
-    assert (DEFAULT_MODEL_DIR / "model.onnx").exists(), f"the shipped model is missing at {DEFAULT_MODEL_DIR}"
-    return OnnxBackend.from_settings(Settings(model_dir=DEFAULT_MODEL_DIR))
+    return OnnxBackend(model_dir)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +79,7 @@ def make_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..
 
     def make(engine: str = "sqlite", **overrides: Any) -> Settings:
         values: dict[str, Any] = {"data_dir": tmp_path / "data", "default_max_tokens": MAX_TOKENS,
-                                  "session_store": engine, "model_dir": DEFAULT_MODEL_DIR}
+                                  "session_store": engine}
         if engine == "dynamodb":
             request.getfixturevalue("dynamodb_endpoint_env")
             values["dynamodb_table"] = request.getfixturevalue("queue_dynamodb_table")
@@ -136,14 +143,13 @@ def worker(make_settings: Callable[..., Settings], make_worker: Callable[[Settin
 
 
 @pytest.fixture(scope="module")
-def chat_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+def chat_worker(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ModuleType]:
     """``functions/chat_worker/handler.py`` imported as Lambda would (cold start) with a fresh data directory."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CLAWDBOT_DATA_DIR", str(tmp_path_factory.mktemp("chat_worker_data")))
         patch.setenv("CLAWDBOT_SESSION_STORE", "sqlite")
         patch.setenv("CLAWDBOT_INFERENCE", "local")
         patch.setenv("CLAWDBOT_DEFAULT_MAX_TOKENS", str(MAX_TOKENS))
-        patch.delenv("CLAWDBOT_MODEL_DIR", raising=False)
         get_settings.cache_clear()
         sys.modules.pop("functions.chat_worker.handler", None)
         try:

@@ -57,8 +57,14 @@ _RETRYABLE_CLIENT_STATUSES = frozenset({408, 409, 429})
 
 
 def new_processor() -> SqsFifoPartialProcessor:
-    """The batch processor the worker runs under: a failure holds back only its own session's later records."""
-    return SqsFifoPartialProcessor(skip_group_on_error=True)
+    """The batch processor the worker runs under: a failure holds back only its own session's later records.
+
+    A batch whose every record failed is reported in ``batchItemFailures`` too, not raised: SQS retries the same
+    records either way, and a lost race for a turn (``TurnInProgressError``) is routine, not a Lambda error.
+    """
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    processor.raise_on_entire_batch_failure = False  # the FIFO processor's constructor does not take it
+    return processor
 
 
 def is_permanent(exc: ClawdbotError) -> bool:
