@@ -76,15 +76,16 @@ def format_duration(seconds: float) -> str:
     """A duration the way OpenAI's reset headers write it: ``20ms``, ``1s``, ``1.5s``, ``6m0s``, ``1h2m3s``."""
     if seconds <= 0:
         return "0s"
-    if seconds < 1:
-        return f"{max(1, math.ceil(seconds * 1000))}ms"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    secs_text = f"{secs:.3f}".rstrip("0").rstrip(".")
-    if hours >= 1:
-        return f"{int(hours)}h{int(minutes)}m{secs_text}s"
-    if minutes >= 1:
-        return f"{int(minutes)}m{secs_text}s"
+    ms = max(1, math.ceil(seconds * 1000 - 1e-6))  # whole milliseconds, rounded up: never promise too early
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs_text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{secs_text}s"
+    if minutes:
+        return f"{minutes}m{secs_text}s"
     return f"{secs_text}s"
 
 

@@ -8,6 +8,7 @@ dt``, a version ``v`` and ``expires_at`` (the table's TTL attribute) two days ah
 
 from __future__ import annotations
 
+import random
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 PARTITION_PREFIX = "clawdbot#ratelimit#"
-MAX_ATTEMPTS = 10
+MAX_ATTEMPTS = 25
 IDLE_EXPIRY_SECONDS = 2 * 86_400
 
 
@@ -44,7 +45,9 @@ class DynamoDBRateLimiter(StateRateLimiter):
 
     def _update(self, key_id: str, step: Callable[[BucketState | None], tuple[BucketState | None, T]]) -> T:
         key = self._key(key_id)
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:  # lost a race: back off a little, with jitter, so racers spread out
+                time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
             item = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
             state = None if item is None else BucketState(
                 float(item["r"]["N"]), float(item["t"]["N"]), float(item["u"]["N"]), int(item["d"]["N"]),

@@ -1,0 +1,143 @@
+"""Rate limits, quotas and the concurrency cap on real servers: the ``openai`` SDK must see OpenAI's behaviour."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import openai
+import pytest
+
+from tests.traffic.conftest import create_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.traffic.conftest import Server
+
+HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+           "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+
+
+def _sdk(server: Server, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.v1, api_key=key, max_retries=0)
+
+
+def test_sdk_sees_ratelimit_headers_and_raises_rate_limit_error(serve: Callable[..., Server],
+                                                                 server_env: dict[str, str]) -> None:
+    key = create_key(server_env, "limited", "--requests-per-minute", "3", "--tokens-per-minute", "600",
+                     "--daily-tokens", "0")
+    server = serve(server_env)
+    client = _sdk(server, key)
+    model = client.models.list().data[0].id  # request 1 of 3
+
+    # a chat turn: every x-ratelimit-* header, in OpenAI's names
+    started = time.monotonic()
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "Hello there!"}], max_tokens=6, temperature=0)
+    assert all(name in raw.headers for name in HEADERS)
+    assert raw.headers["x-ratelimit-limit-requests"] == "3"
+    assert raw.headers["x-ratelimit-remaining-requests"] == "1"
+    assert raw.headers["x-ratelimit-limit-tokens"] == "600"
+    used = raw.parse().usage.total_tokens
+
+    # the turn's tokens were charged when it finished: the next response reports them gone (minus the refill)
+    third = client.models.with_raw_response.list()
+    elapsed = time.monotonic() - started
+    remaining = int(third.headers["x-ratelimit-remaining-tokens"])
+    assert 600 - used <= remaining <= min(600, 600 - used + 10 * elapsed + 1)
+    assert third.headers["x-ratelimit-remaining-requests"] == "0"
+
+    # the fourth request within the minute: 429, RateLimitError in the SDK, Retry-After set
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.models.list()
+    response = caught.value.response
+    assert response.status_code == 429
+    assert 1 <= int(response.headers["retry-after"]) <= 20
+    assert response.headers["x-ratelimit-remaining-requests"] == "0"
+    body = response.json()["error"]
+    assert (body["type"], body["code"]) == ("rate_limit_error", "rate_limit_exceeded")
+    assert caught.value.code == "rate_limit_exceeded"
+
+
+def test_daily_quota_is_a_429_insufficient_quota(serve: Callable[..., Server], server_env: dict[str, str]) -> None:
+    key = create_key(server_env, "quota", "--tier", "unlimited", "--daily-tokens", "5")
+    server = serve(server_env)
+    client = _sdk(server, key)
+    model = client.models.list().data[0].id
+    client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi!"}], max_tokens=4)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.models.list()
+    assert caught.value.code == "insufficient_quota"
+    assert int(caught.value.response.headers["retry-after"]) <= 86_400
+    assert "x-ratelimit-limit-requests" not in caught.value.response.headers  # unlimited per minute
+
+
+def test_limits_hold_across_two_servers_sharing_redis(serve: Callable[..., Server], server_env: dict[str, str],
+                                                      redis_server: str) -> None:
+    # GIVEN two server processes on one Redis (sessions, keys and buckets)
+    env = {**server_env, "CLAWDBOT_SESSION_STORE": "redis", "CLAWDBOT_REDIS_URL": redis_server}
+    key = create_key(env, "shared", "--requests-per-minute", "4", "--tokens-per-minute", "0", "--daily-tokens",
+                     "0")
+    first, second = serve(env), serve(env)
+    clients = [first.client(key), second.client(key)]
+
+    # WHEN requests alternate between them
+    responses = [clients[i % 2].get("/v1/models") for i in range(6)]
+
+    # THEN the key's 4 requests per minute are spent across both, in order, and both refuse the rest
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 429, 429]
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in responses] == ["3", "2", "1", "0", "0", "0"]
+    assert all("x-ratelimit-limit-tokens" not in r.headers for r in responses)
+
+
+def _stalled_request(server: Server) -> socket.socket:
+    """A request that holds a slot: its headers promise a body that never comes."""
+    host, port = server.base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                 b"content-length: 1000\r\n\r\n{")
+    return sock
+
+
+def test_concurrency_cap_queues_then_answers_503(serve: Callable[..., Server], server_env: dict[str, str]) -> None:
+    env = {**server_env, "CLAWDBOT_MAX_CONCURRENCY": "1", "CLAWDBOT_MAX_QUEUE": "0"}
+    server = serve(env)
+    client = server.client()
+    assert client.get("/v1/models").status_code == 200
+    stalled = _stalled_request(server)
+    try:
+        deadline = time.monotonic() + 10
+        while (refused := client.get("/v1/models")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the server has accepted the stalled request
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"].isdigit()
+        assert refused.json()["error"]["code"] == "server_overloaded"
+        assert client.get("/healthz").status_code == 200  # probes bypass the cap
+    finally:
+        stalled.close()
+    deadline = time.monotonic() + 10
+    while client.get("/v1/models").status_code != 200:
+        assert time.monotonic() < deadline, "the slot was not released after the client went away"
+        time.sleep(0.05)
+
+
+def test_a_queued_request_waits_for_the_slot(serve: Callable[..., Server], server_env: dict[str, str]) -> None:
+    import threading
+
+    env = {**server_env, "CLAWDBOT_MAX_CONCURRENCY": "1", "CLAWDBOT_MAX_QUEUE": "4",
+           "CLAWDBOT_QUEUE_TIMEOUT_SECONDS": "60"}
+    server = serve(env)
+    client = server.client()
+    client.get("/v1/models")
+    stalled = _stalled_request(server)
+    time.sleep(0.5)  # not a timing assert: only gives the server time to accept the stalled request first
+    result: list[int] = []
+    waiter = threading.Thread(target=lambda: result.append(client.get("/v1/models").status_code))
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive() and not result  # queued behind the stalled request, not refused
+    stalled.close()
+    waiter.join(timeout=30)
+    assert result == [200]
