@@ -81,7 +81,8 @@ class Fault:
     - ``delay``: wait ``seconds`` before forwarding (past the client's read timeout: a timeout);
     - ``stall``: forward a stream, then go silent for ``seconds`` after ``after_parts`` parts;
     - ``stream_error``: forward a stream, then end it after ``after_parts`` parts with an exception event
-      ``code`` (``ModelStreamError``...) carrying ``fields``.
+      ``code`` (``ModelStreamError``...) carrying ``fields``;
+    - ``truncate``: forward a stream, then end it cleanly after ``after_parts`` parts (a connection cut short).
     """
 
     kind: str
@@ -267,9 +268,10 @@ def _handler_for(router: SageMakerRouter) -> type[BaseHTTPRequestHandler]:
                         if fault is not None and sent == fault.after_parts:
                             if fault.kind == "stall":
                                 time.sleep(fault.seconds)
-                            elif fault.kind == "stream_error":
-                                self._chunk(stream_exception(fault.code, fault.message,
-                                                             fault.fields.get("ErrorCode")))
+                            elif fault.kind in ("stream_error", "truncate"):
+                                if fault.kind == "stream_error":
+                                    self._chunk(stream_exception(fault.code, fault.message,
+                                                                 fault.fields.get("ErrorCode")))
                                 self._chunk(b"")
                                 return
                         self._chunk(payload_part(piece[start:start + size]))

@@ -320,7 +320,7 @@ def map_client_error(exc: Any, retry_after_seconds: int = 2) -> ClawdbotError:
         return ServiceUnavailableError("The model endpoint is unavailable; retry shortly.",
                                        headers={"Retry-After": str(retry_after_seconds)})
     if code == "ModelStreamError":
-        if _timed_out(message) or "ModelInvocationTimeExceeded" in message:
+        if _timed_out(message):
             return UpstreamTimeoutError("The model ran out of time while streaming.")
         return UpstreamError("The model's stream broke off.")
     return UpstreamError(f"The model endpoint failed ({code or status}).")
@@ -342,9 +342,14 @@ def _map_model_error(response: dict[str, Any], message: str) -> ClawdbotError:
     return UpstreamError(f"The model failed (container status {original_status}).")
 
 
+#: How SageMaker words "the model ran out of time" (``ModelStreamError``'s error code is not kept by botocore's
+#: event-stream parser, only its message).
+_TIMEOUT_WORDS = ("timed out", "timeout", "time exceeded", "timeexceeded")
+
+
 def _timed_out(message: str) -> bool:
     lowered = message.lower()
-    return "timed out" in lowered or "timeout" in lowered
+    return any(word in lowered for word in _TIMEOUT_WORDS)
 
 
 __all__ = ["SageMakerBackend", "SageMakerConfig", "map_client_error", "map_error"]

@@ -1,0 +1,61 @@
+"""The chat API configured as on Lambda (``CLAWDBOT_INFERENCE=sagemaker``) talking to the real container.
+
+The API keeps the session; each turn sends the whole context to the stateless endpoint, and A/B arms reach
+SageMaker as ``TargetVariant``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from starlette.testclient import TestClient
+
+from clawdbot.api.app import create_app
+from clawdbot.config.settings import Settings
+from tests.sagemaker.conftest import ENDPOINT
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.sagemaker.router import SageMakerRouter
+
+
+def lambda_settings(bundle_dir: Path, data_dir: Path, **extra: object) -> Settings:
+    return Settings(inference="sagemaker", sagemaker_endpoint=ENDPOINT, model_dir=bundle_dir, data_dir=data_dir,
+                    session_store="sqlite", **extra)
+
+
+def test_session_turns_send_the_whole_context(router: SageMakerRouter, bundle_dir: Path, tmp_path: Path) -> None:
+    with TestClient(create_app(lambda_settings(bundle_dir, tmp_path))) as client:
+        model = client.get("/v1/models").json()["data"][0]["id"]
+        assert model == bundle_dir.name
+        first = client.post("/v1/chat/completions", json={
+            "model": model, "user": "alice", "max_tokens": 6, "temperature": 0,
+            "messages": [{"role": "user", "content": "Hello there!"}]})
+        assert first.status_code == 200, first.text
+        reply = first.json()["choices"][0]["message"]["content"]
+        # WHEN the conversation continues (streamed) with only the new message
+        with client.stream("POST", "/v1/chat/completions", json={
+                "model": model, "user": "alice", "max_tokens": 6, "temperature": 0, "stream": True,
+                "messages": [{"role": "user", "content": "And then?"}]}) as second:
+            events = [line.removeprefix("data: ") for line in second.iter_lines() if line.startswith("data: ")]
+        assert second.status_code == 200 and events[-1] == "[DONE]"
+        assert any(json.loads(e)["choices"] and json.loads(e)["choices"][0]["finish_reason"] for e in events[:-1])
+    # THEN the endpoint got the stored history plus the new message: the container holds no state
+    first_call, second_call = router.requests
+    assert first_call.operation == "invocations" and second_call.operation == "invocations-response-stream"
+    sent = [(m["role"], m["content"]) for m in second_call.body["messages"]]
+    assert sent[-3:] == [("user", "Hello there!"), ("assistant", reply), ("user", "And then?")]
+
+
+def test_ab_arms_reach_sagemaker_as_target_variants(router: SageMakerRouter, bundle_dir: Path,
+                                                    tmp_path: Path) -> None:
+    arms = [{"name": "a", "target_variant": "variant-a"}, {"name": "b", "target_variant": "variant-b"}]
+    with TestClient(create_app(lambda_settings(bundle_dir, tmp_path, ab_variants=arms))) as client:
+        for arm in ("b", "a"):
+            answer = client.post("/v1/chat/completions", headers={"x-clawdbot-variant": arm}, json={
+                "model": bundle_dir.name, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]})
+            assert answer.status_code == 200, answer.text
+    assert [r.headers.get("x-amzn-sagemaker-target-variant") for r in router.requests] == ["variant-b",
+                                                                                           "variant-a"]

@@ -1,0 +1,153 @@
+"""The inference container over plain HTTP: SageMaker's hosting contract, OpenAI's chat shape."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from clawdbot.inference.container import create_app, load_onnx_backend, resolve_model_dir
+from clawdbot.inference.tokenizer_bundle import TokenizerBundle
+from clawdbot.inference.types import ChatMessage
+from tests.sagemaker.conftest import free_port, start_container, stop_container
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.sagemaker.conftest import Container
+
+HELLO = [{"role": "system", "content": "You are clawdbot."}, {"role": "user", "content": "Hello! How are you?"}]
+
+
+def sse_payloads(text: str) -> list[str]:
+    assert text.endswith("\n\n"), "every event ends with a blank line"
+    return [event.removeprefix("data: ") for event in text.split("\n\n") if event]
+
+
+def test_ping_answers_503_until_the_model_is_loaded(model_dir: Path) -> None:
+    import uvicorn
+
+    # GIVEN the container app whose model load is held back until we release it
+    release = threading.Event()
+
+    def loader() -> object:
+        release.wait(30)
+        return load_onnx_backend(model_dir, threads=1)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(loader, max_concurrency=1), host="127.0.0.1", port=port,
+                                           lifespan="on", log_level="warning", ws="none"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        base = f"http://127.0.0.1:{port}"
+        # WHEN the server listens but the model is still loading
+        # THEN SageMaker's health check is told "not yet" and invocations are refused the same way
+        assert httpx.get(f"{base}/ping").status_code == 503
+        refused = httpx.post(f"{base}/invocations", json={"messages": HELLO})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "service_unavailable"
+        # WHEN the load completes
+        release.set()
+        while (ping := httpx.get(f"{base}/ping")).status_code == 503:
+            time.sleep(0.02)
+        # THEN /ping is 200 and the model answers
+        assert ping.status_code == 200 and ping.json()["model"] == model_dir.resolve().name
+        answer = httpx.post(f"{base}/invocations", json={"messages": HELLO, "max_tokens": 3}, timeout=60)
+        assert answer.status_code == 200
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_serve_entry_point_reports_ready(container: Container) -> None:
+    # The session's container went: nothing listening (0) / loading (503) ... then ready (200), nothing else.
+    assert container.ping_statuses[-1] == 200
+    assert set(container.ping_statuses) <= {0, 503, 200}
+    assert httpx.get(f"{container.url}/execution-parameters").json()["MaxConcurrentTransforms"] >= 1
+
+
+def test_serve_exits_when_the_model_cannot_load(tmp_path: Path) -> None:
+    # GIVEN a model folder without the graph (a broken model.tar.gz)
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    container = start_container(broken, tmp_path / "serve.log", wait=False)
+    try:
+        status = container.process.wait(timeout=60)
+    finally:
+        if container.process.poll() is None:
+            stop_container(container)
+    # THEN the process stops with an error naming what is missing, instead of failing health checks for hours
+    assert status == 1
+    assert "model.onnx" in container.log() and "tokenizer.json" in container.log()
+
+
+def test_model_dir_follows_sagemaker_conventions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SM_MODEL_DIR", raising=False)
+    assert str(resolve_model_dir()) == "/opt/ml/model"
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path))
+    assert resolve_model_dir() == tmp_path
+    # A model.tar.gz packed with its folder on top unpacks one level down: that folder is the model.
+    (tmp_path / "clawdbot-tiny-chat").mkdir()
+    (tmp_path / "clawdbot-tiny-chat" / "config.json").write_text("{}")
+    assert resolve_model_dir() == tmp_path / "clawdbot-tiny-chat"
+    assert resolve_model_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"
+
+
+def test_invocation_answers_an_openai_chat_completion(container: Container, bundle_dir: Path) -> None:
+    response = httpx.post(f"{container.url}/invocations",
+                          json={"messages": HELLO, "max_tokens": 12, "temperature": 0}, timeout=60)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    completion = ChatCompletion.model_validate(response.json())
+    assert completion.object == "chat.completion" and completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage is not None and 1 <= completion.usage.completion_tokens <= 12
+    # The Lambda's count (tokenizer bundle) is the count the model reports.
+    messages = [ChatMessage(m["role"], m["content"]) for m in HELLO]
+    assert completion.usage.prompt_tokens == TokenizerBundle(bundle_dir).count_prompt_tokens(messages)
+
+
+def test_streamed_invocation_is_openai_server_sent_events(container: Container) -> None:
+    body = {"messages": HELLO, "max_tokens": 12, "temperature": 0}
+    whole = httpx.post(f"{container.url}/invocations", json=body, timeout=60).json()
+    response = httpx.post(f"{container.url}/invocations", timeout=60,
+                          json={**body, "stream": True, "stream_options": {"include_usage": True}})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    payloads = sse_payloads(response.text)
+    assert payloads[-1] == "[DONE]"
+    chunks = [ChatCompletionChunk.model_validate(json.loads(p)) for p in payloads[:-1]]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len({c.id for c in chunks}) == 1
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [whole["choices"][0]["finish_reason"]]
+    # The last chunk carries usage and no choices; the text is the non-streamed answer's (greedy decoding).
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.model_dump() == {**whole["usage"], "completion_tokens_details": None,
+                                             "prompt_tokens_details": None}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        whole["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_bad_requests_are_openai_errors(container: Container, stream: bool) -> None:
+    def post(body: object) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return httpx.post(f"{container.url}/invocations", content=content, timeout=60,
+                          headers={"Content-Type": "application/json"})
+
+    assert post(b"{not json").status_code == 400
+    refused = post({"messages": HELLO, "n": 2, "stream": stream})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "n"
+    # A prompt longer than the context window is refused before any event is sent, even when streaming.
+    too_long = post({"messages": [{"role": "user", "content": "hello " * 5000}], "stream": stream})
+    assert too_long.status_code == 400 and too_long.headers["content-type"] == "application/json"
+    assert too_long.json()["error"]["code"] == "context_length_exceeded"
