@@ -17,7 +17,7 @@ from clawdbot.sessions import NewEntry
 from clawdbot.sessions.base import StoreConfig
 from clawdbot.sessions.dynamodb import DEFAULT_RETENTION_SECONDS, DynamoDBSessionStore
 from clawdbot.sessions.exceptions import AppendConflictError, StoreUnavailableError
-from clawdbot.sessions.factory import build_store
+from clawdbot.sessions.factory import build_store, local_dynamodb_endpoint
 from tests.fixtures.servers import free_port
 
 if TYPE_CHECKING:
@@ -274,10 +274,26 @@ def test_factory_creates_the_table_on_a_local_endpoint(dynamodb_endpoint_env: st
     # GIVEN only boto3's own endpoint variable pointing at DynamoDB Local, and a table that does not exist
     settings = Settings(session_store="dynamodb", dynamodb_table="factory-made", session_ttl_seconds=3600)
 
-    store = build_store(settings, create_table=True)
+    store = build_store(settings)  # a local endpoint: the missing table is created, as `clawdbot serve` needs
     store.append("via-factory", turn(0), create=True)
 
     assert isinstance(store, DynamoDBSessionStore)
     assert client.describe_table(TableName="factory-made")["Table"]["TableStatus"] == "ACTIVE"
     assert [e.seq for e in store.read_recent("via-factory", 5)] == [0, 1]
-    assert build_store(settings, create_table=True).get("via-factory").next_seq == 2  # idempotent
+    assert build_store(settings).get("via-factory").next_seq == 2  # idempotent
+
+
+@pytest.mark.parametrize(("env", "local"), [
+    ({"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:8000"}, True),
+    ({"AWS_ENDPOINT_URL": "http://dynamodb-local:8000"}, True),
+    ({"AWS_ENDPOINT_URL_DYNAMODB": "https://dynamodb.eu-west-1.amazonaws.com"}, False),
+    ({}, False),
+])
+def test_only_local_endpoints_get_a_table_created(env: dict[str, str], local: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    assert (local_dynamodb_endpoint() is not None) is local

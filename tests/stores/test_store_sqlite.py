@@ -47,6 +47,15 @@ def test_factory_defaults_to_sqlite_in_dot_clawdbot(tmp_path: Path, monkeypatch:
     store.close()
 
 
+def test_the_embedded_path_imports_no_network_clients() -> None:
+    # Cold start: a process on SQLite must not pay for boto3's DynamoDB paths or redis.
+    code = ("import sys, clawdbot.sessions, clawdbot.sessions.factory, clawdbot.sessions.sqlite; "
+            "print(sorted(m for m in ('redis', 'boto3', 'botocore') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+
+    assert out.strip() == "[]"
+
+
 def test_data_survives_reopening(tmp_path: Path) -> None:
     first = SQLiteSessionStore(tmp_path)
     sid = first.create(attributes={"k": "v"}).session_id

@@ -8,6 +8,7 @@ Engines are imported here, lazily, so the process that runs SQLite never imports
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +31,25 @@ def store_config(settings: Settings) -> StoreConfig:
     return StoreConfig(ttl_seconds=settings.session_ttl_seconds)
 
 
-def build_store(settings: Settings, *, create_table: bool = False) -> SessionStore:
+def local_dynamodb_endpoint() -> str | None:
+    """The DynamoDB endpoint override, if it points anywhere but AWS (DynamoDB Local on a laptop or in a
+    container); None when boto3 talks to AWS itself. Read from boto3's own variables."""
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
+    if not url:
+        return None
+    host = (urlsplit(url).hostname or "").lower()
+    return None if host.endswith((".amazonaws.com", ".amazonaws.com.cn")) else url
+
+
+def build_store(settings: Settings, *, create_table: bool | None = None) -> SessionStore:
     """The store for ``settings.session_store``.
 
-    ``create_table`` (DynamoDB only) creates a missing table first: meant for a local endpoint, never for the
-    deployed stack, whose table belongs to CloudFormation.
+    ``create_table`` (DynamoDB only) creates a missing table first. By default it does so only against a local
+    endpoint (``local_dynamodb_endpoint``), so ``clawdbot serve`` next to DynamoDB Local just works, while the
+    deployed stack's table, which belongs to CloudFormation, is never created, and a Lambda cold start makes no
+    extra call.
     """
     config = store_config(settings)
     kind = settings.session_store
@@ -46,7 +61,7 @@ def build_store(settings: Settings, *, create_table: bool = False) -> SessionSto
         from clawdbot.sessions.dynamodb import DynamoDBSessionStore
 
         store = DynamoDBSessionStore(settings.dynamodb_table, config)
-        if create_table:
+        if create_table or (create_table is None and local_dynamodb_endpoint() is not None):
             ensure_dynamodb_table(store.client, settings.dynamodb_table)
         return store
     if kind == "redis":
