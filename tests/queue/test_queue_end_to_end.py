@@ -206,3 +206,26 @@ def test_without_a_queue_turns_are_refused_with_503(make_settings: Callable[...,
         response = api.post(f"/v1/sessions/{session_id}/turns", json={"content": "hi"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "queue_not_configured"
+
+
+def test_turns_belong_to_the_key_that_owns_the_session(deployment: Deployment) -> None:
+    # GIVEN two API keys (with keys in the store, every request needs one)
+    keys = deployment.api.app.state.traffic.keys
+    alice_key, alice = keys.create("alice")
+    _, bob = keys.create("bob")
+    as_alice, as_bob = {"authorization": f"Bearer {alice}"}, {"authorization": f"Bearer {bob}"}
+    session_id = deployment.api.post("/v1/sessions", json={}, headers=as_alice).json()["id"]
+    turns = f"/v1/sessions/{session_id}/turns"
+
+    turn_id = deployment.api.post(turns, json={"content": "Just for me?"}, headers=as_alice).json()["id"]
+
+    # THEN nobody else can queue into, or read from, alice's session
+    assert deployment.api.post(turns, json={"content": "Let me in"}).status_code == 401
+    assert deployment.api.post(turns, json={"content": "Let me in"}, headers=as_bob).status_code == 404
+    assert deployment.api.get(f"{turns}/{turn_id}", headers=as_bob).status_code == 404
+    # ... and the worker runs the turn as alice
+    assert deployment.drain().deleted == 1
+    assert json.loads(deployment.events[0]["Records"][0]["body"])["owner"] == alice_key.key_id
+    done = deployment.api.get(f"{turns}/{turn_id}", headers=as_alice).json()
+    assert done["status"] == "done"
+    assert deployment.api.get(f"{turns}/{turn_id}", headers=as_bob).status_code == 404

@@ -220,3 +220,14 @@ def test_the_stored_outcome_carries_the_reply_and_usage(worker: TurnWorker) -> N
     assert set(outcome) == {"status", "model", "completed_at", "reply", "finish_reason", "usage"}
     assert outcome["model"] == worker.chat.backend.model_id
     assert outcome["finish_reason"] in ("stop", "length")
+
+
+def test_a_queued_turn_keeps_its_sessions_ab_variant(make_settings: Callable[..., Settings],
+                                                     make_worker: Callable[[Settings], TurnWorker]) -> None:
+    # GIVEN an A/B experiment, and a session the API already assigned to arm "b"
+    worker = make_worker(make_settings(ab_variants=[{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]))
+    worker.chat.store.update_attributes(ONE_MESSAGE.session_id, {"variant": "b"})
+
+    handle(worker, ONE_TURN)
+
+    assert transcript(worker, ONE_MESSAGE.session_id)[-1].attributes["variant"] == "b"

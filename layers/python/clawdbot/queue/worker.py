@@ -102,10 +102,13 @@ class TurnWorker:
             from clawdbot.inference.factory import build_backend
 
             backend = build_backend(settings)
+        from clawdbot.traffic.ab import build_router
+
+        chat = ChatService(store, backend, settings)
+        chat.variants = build_router(settings, backend)  # the API's A/B arms: a session keeps its variant
         config = idempotency_config(settings)
         persistence = build_persistence_layer(settings, config, store=store)
-        return cls(ChatService(store, backend, settings), persistence, config, ReplyPublisher.from_settings(settings),
-                   window=settings.history_window)
+        return cls(chat, persistence, config, ReplyPublisher.from_settings(settings), window=settings.history_window)
 
     def record_handler(self, record: SQSRecord, lambda_context: LambdaContext | None = None) -> dict[str, Any]:
         """Process one record (the batch processor's record handler); returns the turn's outcome.
