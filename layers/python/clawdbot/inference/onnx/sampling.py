@@ -33,10 +33,10 @@ class Sampler:
 
     def __call__(self, logits: np.ndarray) -> int:
         """The next token for a 1-D logits row (any float dtype)."""
+        if self.greedy:  # the hot path of a greedy decode loop: nothing else
+            return int(logits.argmax())
         import numpy as np
 
-        if self.greedy:
-            return int(logits.argmax())
         scaled = logits.astype(np.float32) * np.float32(1.0 / self.temperature)
         scaled -= scaled.max()
         probs = np.exp(scaled, out=scaled)

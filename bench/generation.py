@@ -1,0 +1,236 @@
+"""Generation speed: our ONNX Runtime engine vs onnxruntime-genai on the same weights, on this machine's CPU.
+
+What runs, side by side in one process, interleaved run by run (so background load hits every engine alike):
+
+- ``ours_kv``: our engine on the shipped model folder (Optimum export, unfused attention), KV cache;
+- ``ours_nokv``: the same without a cache (the whole sequence recomputed per token: the baseline a cache beats);
+- ``ours_fused_kv``: our engine on onnxruntime-genai's model-builder output (fused GroupQueryAttention, cache
+  written in place), built from the same transformers weights;
+- ``genai``: onnxruntime-genai's own generator on that same builder output.
+
+Every engine gets the same prompt ids, generates exactly ``--tokens`` greedy tokens (EOS ignored, so the work is
+identical) with the same intra-op thread count. Reported: median tokens/s (generated tokens / wall time from the
+call to the last token) and median time to first token. The builder needs a transformers folder: the trainer's
+checkpoint when present, else a random-init model of the shipped ``config.json`` (speed does not depend on the
+weights' values when the token count is fixed; ``genai_weights`` in the results says which).
+
+    python -m bench.generation [--model-dir DIR] [--hf-dir DIR] [--tokens 128] [--runs 7] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = REPO / "models" / "clawdbot-tiny-chat"
+DEFAULT_CHECKPOINT = REPO / "training" / ".cache" / "checkpoint"
+RESULTS = REPO / "bench" / "results" / "generation.json"
+PROMPT = "Hi! I'm planning a trip to the mountains next week. What should I pack?"
+SYSTEM = "You are Clawdbot, a friendly and concise assistant."
+
+#: One measured run: (seconds to first token, seconds to last token, tokens generated).
+Timing = tuple[float, float, int]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _hf_folder(model_dir: Path, hf_dir: Path | None, scratch: Path) -> tuple[Path, str]:
+    """A transformers folder with the model's weights, or a random-init one of the same architecture."""
+    if hf_dir is not None:
+        return hf_dir, f"transformers folder {hf_dir}"
+    if (DEFAULT_CHECKPOINT / "config.json").is_file():
+        return DEFAULT_CHECKPOINT, "trainer checkpoint (the shipped weights)"
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_config(config)
+    out = scratch / "hf-random"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    return out, "random-init with the shipped config.json (no checkpoint found)"
+
+
+def _time_ours(engine: Any, prompt: Sequence[int], tokens: int, use_cache: bool) -> Timing:
+    from clawdbot.inference.onnx import Sampler
+
+    sampler = Sampler(0.0)
+    start = time.perf_counter()
+    first = 0.0
+    count = 0
+    for _ in engine.generate(prompt, max_new_tokens=tokens, sampler=sampler, use_cache=use_cache):
+        count += 1
+        if count == 1:
+            first = time.perf_counter() - start
+    return first, time.perf_counter() - start, count
+
+
+def _genai_runner(folder: Path, threads: int) -> Callable[[Sequence[int], int], Timing]:
+    import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    config.clear_providers()  # CPU
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+        "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
+    model = og.Model(config)
+
+    def run(prompt: Sequence[int], tokens: int) -> Timing:
+        params = og.GeneratorParams(model)
+        total = len(prompt) + tokens
+        params.set_search_options(max_length=total, min_length=total, do_sample=False)
+        start = time.perf_counter()
+        generator = og.Generator(model, params)
+        generator.append_tokens(list(prompt))
+        first = 0.0
+        count = 0
+        while not generator.is_done():
+            generator.generate_next_token()
+            generator.get_next_tokens()
+            count += 1
+            if count == 1:
+                first = time.perf_counter() - start
+        return first, time.perf_counter() - start, count
+
+    return run
+
+
+def _summary(timings: list[Timing]) -> tuple[float, float]:
+    """(median tokens/s, median ms to first token)."""
+    return (statistics.median(n / total for _, total, n in timings),
+            statistics.median(first * 1000 for first, _, _ in timings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.generation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="Optimum-layout model folder")
+    parser.add_argument("--hf-dir", type=Path, default=None,
+                        help="transformers folder with the same weights (default: the trainer's checkpoint)")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens generated per run")
+    parser.add_argument("--nokv-tokens", type=int, default=32, help="tokens per run without the KV cache")
+    parser.add_argument("--runs", type=int, default=7, help="measured runs per engine (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: CPUs available)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    import onnxruntime
+    import onnxruntime_genai
+
+    from clawdbot.inference.onnx import OnnxBackend, RuntimeOptions, available_cpus
+    from clawdbot.inference.types import ChatMessage
+    from training.export_onnx import build_genai_model
+
+    if not (args.model_dir / "model.onnx").is_file():
+        print(f"no model at {args.model_dir} (train it: python -m training.train)", file=sys.stderr)
+        return 1
+    threads = args.threads or available_cpus()
+    options = RuntimeOptions(threads=threads, providers=("CPUExecutionProvider",))
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+    with tempfile.TemporaryDirectory(prefix="bench-generation-") as scratch_name:
+        scratch = Path(scratch_name)
+        hf_dir, weights = _hf_folder(args.model_dir, args.hf_dir, scratch)
+        genai_dir = build_genai_model(hf_dir, scratch / "genai")
+
+        ours = OnnxBackend(args.model_dir, options=options)
+        fused = OnnxBackend(genai_dir, options=options)
+        genai = _genai_runner(genai_dir, threads)
+        prompt = ours.encode_prompt([ChatMessage("system", SYSTEM), ChatMessage("user", PROMPT)])
+        tokens = min(args.tokens, ours.context_length - len(prompt))
+
+        cases: dict[str, Callable[[], Timing]] = {
+            "ours_kv": lambda: _time_ours(ours.engine, prompt, tokens, True),
+            "ours_nokv": lambda: _time_ours(ours.engine, prompt, args.nokv_tokens, False),
+            "ours_fused_kv": lambda: _time_ours(fused.engine, prompt, tokens, True),
+            "genai": lambda: genai(prompt, tokens),
+        }
+        timings: dict[str, list[Timing]] = {name: [] for name in cases}
+        for run in range(args.runs + 1):
+            for name, case in cases.items():
+                result = case()
+                if run:  # the first round warms caches and allocators
+                    timings[name].append(result)
+        # Same weights, same greedy decoding: the fused graph must reproduce the Optimum export's tokens.
+        from clawdbot.inference.onnx import Sampler
+
+        same_tokens = (list(ours.engine.generate(prompt, max_new_tokens=16, sampler=Sampler(0.0)))
+                       == list(fused.engine.generate(prompt, max_new_tokens=16, sampler=Sampler(0.0))))
+
+    results: dict[str, Any] = {
+        "model_dir": str(args.model_dir.relative_to(REPO) if args.model_dir.is_relative_to(REPO)
+                         else args.model_dir),
+        "model_layers": ours.engine.spec.num_layers,
+        "model_kv_heads": ours.engine.spec.kv_heads,
+        "model_head_dim": ours.engine.spec.head_dim,
+        "model_vocab_size": ours.engine.vocab_size,
+        "model_weights_bytes": ours.folder.weights_bytes,
+        "genai_weights": weights,
+        "fused_kv_cache_in_place": fused.engine.in_place_cache,
+        "fused_same_greedy_tokens_as_optimum": same_tokens,
+        "prompt_tokens": len(prompt),
+        "generated_tokens": tokens,
+        "nokv_generated_tokens": args.nokv_tokens,
+        "runs": args.runs,
+        "threads": threads,
+        "cpu_model": _cpu_model(),
+        "cpus_available": available_cpus(),
+        "load_average_1min_start": round(load_start[0], 2) if load_start else None,
+        "load_average_1min_end": round(os.getloadavg()[0], 2) if load_start else None,
+        "onnxruntime_version": onnxruntime.__version__,
+        "onnxruntime_genai_version": onnxruntime_genai.__version__,
+        "python_version": platform.python_version(),
+    }
+    for name, values in timings.items():
+        rate, ttft = _summary(values)
+        results[f"{name}_tokens_per_s"] = round(rate, 1)
+        results[f"{name}_ttft_ms"] = round(ttft, 2)
+    results["ours_fused_vs_genai_speed_ratio"] = round(
+        results["ours_fused_kv_tokens_per_s"] / results["genai_tokens_per_s"], 3)
+    results["ours_kv_vs_nokv_speed_ratio"] = round(
+        results["ours_kv_tokens_per_s"] / results["ours_nokv_tokens_per_s"], 3)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    _print_table(results)
+    print(f"results: {args.out}")
+    return 0
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    rows = [
+        ("ours, Optimum export, KV cache", "ours_kv"),
+        ("ours, Optimum export, no cache", "ours_nokv"),
+        ("ours, genai builder graph (fused GQA)", "ours_fused_kv"),
+        ("onnxruntime-genai generator", "genai"),
+    ]
+    print(f"{results['model_dir']}: {results['model_layers']} layers, prompt {results['prompt_tokens']} tokens, "
+          f"{results['generated_tokens']} generated, {results['threads']} thread(s), {results['cpu_model']}")
+    print(f"{'engine':<40} {'tokens/s':>10} {'TTFT ms':>9}")
+    for label, key in rows:
+        print(f"{label:<40} {results[key + '_tokens_per_s']:>10.1f} {results[key + '_ttft_ms']:>9.2f}")
+    print(f"ours (fused) / genai: {results['ours_fused_vs_genai_speed_ratio']:.3f}x; "
+          f"KV cache / no cache: {results['ours_kv_vs_nokv_speed_ratio']:.1f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
