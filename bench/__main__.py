@@ -11,6 +11,7 @@ import sys
 #: Benchmark modules under ``bench``, run in this order.
 BENCHMARKS: tuple[str, ...] = (
     "generation",
+    "sagemaker",
 )
 
 
