@@ -96,13 +96,15 @@ def _copy_tree(src: Path, dst: Path) -> None:
 class LayerBundling:
     """``python/`` = pinned third-party packages + the ``clawdbot`` library, as Lambda layers expect."""
 
-    def __init__(self, requirements: Path = LAYER_REQUIREMENTS, package: Path = LAYER_PACKAGE) -> None:
+    def __init__(self, requirements: Path = LAYER_REQUIREMENTS, package: Path = LAYER_PACKAGE,
+                 build_dir: Path = BUILD_DIR) -> None:
         self.requirements = requirements
         self.package = package
+        self.build_dir = build_dir
 
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:
         python_dir = Path(output_dir) / "python"
-        _copy_tree(installed_layer_site(self.requirements), python_dir)
+        _copy_tree(installed_layer_site(self.requirements, self.build_dir), python_dir)
         _copy_tree(self.package, python_dir / self.package.name)
         bad = forbidden_packages(python_dir)
         if bad:

@@ -1,0 +1,107 @@
+"""Docker-free bundles: the layer (arm64 wheels + clawdbot) and the function packages, and the model archive."""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import tomllib
+from typing import TYPE_CHECKING
+
+import pytest
+
+from cdk.bundling import (
+    FORBIDDEN_IN_BUNDLE,
+    LAYER_REQUIREMENTS,
+    BundlingError,
+    LayerBundling,
+    _requirements_key,
+    forbidden_packages,
+    unzipped_size,
+    zipped_size,
+)
+from cdk.config import REPO_ROOT
+from cdk.model_package import package_model
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.cdk.conftest import Synthesized
+
+MB = 1024 * 1024
+
+
+def _asset(synthesized: Synthesized, prefix: str) -> Path:
+    ids = [k for k, v in synthesized.raw["Resources"].items()
+           if k.startswith(prefix) and v["Type"] in ("AWS::Lambda::LayerVersion", "AWS::Lambda::Function")]
+    assert len(ids) == 1, ids
+    return synthesized.asset_dir(ids[0])
+
+
+def test_layer_holds_the_library_and_arm64_wheels_and_nothing_for_inference(synthesized: Synthesized) -> None:
+    python = _asset(synthesized, "SharedLayer") / "python"
+    for package in ("clawdbot", "fastapi", "mangum", "aws_lambda_powertools", "pydantic", "tokenizers", "redis"):
+        assert (python / package).is_dir(), package
+    native = list((python / "pydantic_core").glob("*.so"))
+    assert native and all("aarch64" in p.name for p in native), native
+    assert forbidden_packages(python) == []
+    assert not list(python.rglob("__pycache__"))
+    # Lambda's limit is 250 MB unzipped for function + layers; keep the layer well inside it
+    assert unzipped_size(python) < 150 * MB
+    assert zipped_size(python) < 50 * MB
+
+
+def test_function_packages_are_handler_plus_tokenizer_bundle_only(synthesized: Synthesized) -> None:
+    for prefix in ("ChatApiFunction", "ChatWorkerFunction"):
+        root = _asset(synthesized, prefix)
+        assert (root / "handler.py").is_file()
+        assert (root / "model" / "tokenizer.json").is_file()
+        assert (root / "model" / "tokenizer_config.json").is_file()
+        assert not list((root / "model").glob("*.onnx")), "the weights live on SageMaker, not in the Lambda"
+        assert forbidden_packages(root) == []
+        assert zipped_size(root) < 5 * MB
+
+
+def test_layer_requirements_cover_the_core_dependencies_and_redis() -> None:
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    wanted = {re.split(r"[<>=!\[; ]", dep, maxsplit=1)[0].lower().replace("_", "-")
+              for dep in pyproject["project"]["dependencies"]} | {"redis"}
+    pinned = {}
+    for line in LAYER_REQUIREMENTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[name.lower().replace("_", "-")] = version
+    assert wanted <= set(pinned), wanted - set(pinned)
+    assert not {n.replace("_", "-") for n in FORBIDDEN_IN_BUNDLE} & set(pinned)
+    assert "aws-cdk-lib" not in pinned
+
+
+def test_layer_bundling_refuses_an_inference_dependency(tmp_path: Path) -> None:
+    # GIVEN requirements whose installed tree (pre-seeded in the cache, so no index is needed) contains numpy
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy==2.0.0\n")
+    site = tmp_path / "build" / f"layer-site-{_requirements_key(requirements)}"
+    (site / "numpy").mkdir(parents=True)
+    (site / "numpy" / "__init__.py").write_text("")
+    out = tmp_path / "out"
+    out.mkdir()
+    bundler = LayerBundling(requirements=requirements, build_dir=tmp_path / "build")
+    # WHEN the layer is bundled THEN it is refused, naming the package
+    with pytest.raises(BundlingError, match="numpy"):
+        bundler.try_bundle(str(out), None)  # type: ignore[arg-type]
+
+
+def test_model_archive_is_deterministic_with_files_at_the_root(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(b"weights" * 100)
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "sub" / "extra.txt").write_text("x")
+    first = package_model(folder, tmp_path / "cache-a")
+    second = package_model(folder, tmp_path / "cache-b")
+    assert first.read_bytes() == second.read_bytes()  # same bytes -> same asset hash -> no re-upload
+    with tarfile.open(first, "r:gz") as archive:
+        members = archive.getmembers()
+    assert sorted(m.name for m in members) == ["model.onnx", "sub/extra.txt", "tokenizer.json"]
+    assert {m.mtime for m in members} == {0}
+    (folder / "model.onnx").write_bytes(b"other weights")
+    assert package_model(folder, tmp_path / "cache-a") != first
