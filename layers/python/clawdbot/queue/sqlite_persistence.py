@@ -82,6 +82,8 @@ class SQLitePersistenceLayer(BasePersistenceLayer):
         with self._lock:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is durable across process crashes in WAL mode (as the sessions database is run).
+            self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.executescript(_SCHEMA)
             # No TTL daemon here: expired records are dropped when a process opens the file.
             self._conn.execute("DELETE FROM idempotency WHERE expiration < ?", (int(time.time()),))

@@ -1,0 +1,112 @@
+"""What the queue machinery costs a turn, apart from the model: cold import of the worker, and the idempotency
+record's claim → complete → read cycle on each engine.
+
+- ``import_ms``: median wall time of ``import clawdbot.queue.worker`` in a fresh interpreter (what the worker
+  Lambda's cold start pays for Powertools batch + idempotency and our wiring, before loading a model);
+- per engine, median milliseconds of ``save_inprogress`` (the conditional claim), ``save_success`` (storing the
+  outcome) and ``get_record`` (what ``GET .../turns/{id}`` reads), over ``--records`` fresh turn ids.
+
+SQLite always runs (a temporary folder). Redis and DynamoDB run when given an endpoint: ``--redis-url
+redis://127.0.0.1:6379/0``, ``--dynamodb-endpoint http://127.0.0.1:8000`` (DynamoDB Local; a table is created).
+Numbers against local servers measure our code and the client, not AWS's network latency.
+
+    python -m bench.queue [--records 200] [--imports 5] [--redis-url URL] [--dynamodb-endpoint URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer
+
+    from clawdbot.config.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "queue.json"
+OUTCOME = {"status": "done", "model": "bench", "completed_at": 0, "finish_reason": "stop",
+           "reply": {"role": "assistant", "content": "A typical short reply of a few dozen words. " * 4},
+           "usage": {"prompt_tokens": 40, "completion_tokens": 40, "total_tokens": 80}}
+
+
+def _import_ms(runs: int) -> float:
+    code = "import time; t = time.perf_counter(); import clawdbot.queue.worker; print(time.perf_counter() - t)"
+    samples = [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                                    cwd=REPO).stdout) * 1000 for _ in range(runs)]
+    return round(statistics.median(samples), 1)
+
+
+def _cycle(layer: BasePersistenceLayer, records: int) -> dict[str, float]:
+    timings: dict[str, list[float]] = {"save_inprogress_ms": [], "save_success_ms": [], "get_record_ms": []}
+    for _ in range(records):
+        data = {"owner": None, "session_id": "sess_bench", "turn_id": uuid.uuid4().hex}
+        started = time.perf_counter()
+        layer.save_inprogress(data, remaining_time_in_millis=60_000)
+        claimed = time.perf_counter()
+        layer.save_success(data, OUTCOME)
+        completed = time.perf_counter()
+        layer.get_record(data)
+        read = time.perf_counter()
+        timings["save_inprogress_ms"].append((claimed - started) * 1000)
+        timings["save_success_ms"].append((completed - claimed) * 1000)
+        timings["get_record_ms"].append((read - completed) * 1000)
+    return {name: round(statistics.median(values), 3) for name, values in timings.items()}
+
+
+def _settings(engine: str, data_dir: Path, args: argparse.Namespace) -> Settings:
+    from clawdbot.config.settings import Settings
+
+    values: dict[str, Any] = {"session_store": engine, "data_dir": data_dir}
+    if engine == "redis":
+        values["redis_url"] = args.redis_url
+    if engine == "dynamodb":
+        import boto3
+
+        from clawdbot.sessions.factory import ensure_dynamodb_table
+
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = args.dynamodb_endpoint
+        for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"),
+                            ("AWS_DEFAULT_REGION", "us-east-1")):
+            os.environ.setdefault(name, value)
+        values["dynamodb_table"] = f"clawdbot-bench-{uuid.uuid4().hex[:8]}"
+        ensure_dynamodb_table(boto3.client("dynamodb"), values["dynamodb_table"])
+    return Settings(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.queue", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=200)
+    parser.add_argument("--imports", type=int, default=5)
+    parser.add_argument("--redis-url")
+    parser.add_argument("--dynamodb-endpoint")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    from clawdbot.queue.idempotency import build_persistence_layer
+
+    results: dict[str, Any] = {"cpu_count": os.cpu_count(), "records": args.records,
+                               "import_ms": _import_ms(args.imports), "engines": {}}
+    engines = ["sqlite"] + (["redis"] if args.redis_url else []) + (["dynamodb"] if args.dynamodb_endpoint else [])
+    with tempfile.TemporaryDirectory(prefix="clawdbot-bench-queue-") as scratch:
+        for engine in engines:
+            layer = build_persistence_layer(_settings(engine, Path(scratch), args))
+            results["engines"][engine] = _cycle(layer, args.records)
+            print(f"{engine}: {results['engines'][engine]}", flush=True)
+    print(f"import clawdbot.queue.worker: {results['import_ms']} ms")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
