@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -239,3 +241,19 @@ def test_bundle_counts_agree_with_the_engine(model_dir: Path, bundle_dir: Path) 
         engine.close()
     assert json.loads((bundle_dir / "config.json").read_text()) == json.loads((model_dir / "config.json").read_text())
     assert not list(bundle_dir.glob("*.onnx*"))  # no weights in the Lambda's bundle
+
+
+def test_lambda_side_needs_neither_onnxruntime_nor_numpy(bundle_dir: Path) -> None:
+    # GIVEN a fresh interpreter (the Lambda's cold start); WHEN the backend is built and counts a prompt
+    code = (
+        "import sys\n"
+        "from clawdbot.inference.sagemaker import SageMakerBackend\n"
+        "from clawdbot.inference.types import ChatMessage\n"
+        f"backend = SageMakerBackend('ep', {str(bundle_dir)!r})\n"
+        "assert backend.count_prompt_tokens([ChatMessage('user', 'hi')]) > 0\n"
+        "print(sorted(m for m in ('numpy', 'onnxruntime', 'boto3', 'botocore') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    # THEN the Lambda layer's missing heavy packages are never needed, and boto3 waits for the first call
+    assert result.stdout.strip() == "[]"

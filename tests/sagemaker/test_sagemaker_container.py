@@ -44,8 +44,9 @@ def test_ping_answers_503_until_the_model_is_loaded(model_dir: Path) -> None:
                                            lifespan="on", log_level="warning", ws="none"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 60
     try:
-        while not server.started:
+        while not server.started and time.monotonic() < deadline:
             time.sleep(0.01)
         base = f"http://127.0.0.1:{port}"
         # WHEN the server listens but the model is still loading
@@ -56,7 +57,7 @@ def test_ping_answers_503_until_the_model_is_loaded(model_dir: Path) -> None:
         assert refused.json()["error"]["code"] == "service_unavailable"
         # WHEN the load completes
         release.set()
-        while (ping := httpx.get(f"{base}/ping")).status_code == 503:
+        while (ping := httpx.get(f"{base}/ping")).status_code == 503 and time.monotonic() < deadline:
             time.sleep(0.02)
         # THEN /ping is 200 and the model answers
         assert ping.status_code == 200 and ping.json()["model"] == model_dir.resolve().name
