@@ -13,6 +13,9 @@ from clawdbot.exceptions import InvalidRequestError
 if TYPE_CHECKING:
     import numpy as np
 
+#: Candidates sorted first when looking for the top-p nucleus (see ``Sampler.__call__``).
+_PARTIAL_SORT = 64
+
 
 class Sampler:
     """Picks token ids from logits; not shared between requests."""
@@ -42,9 +45,18 @@ class Sampler:
         probs = np.exp(scaled, out=scaled)
         if self.top_p < 1.0:
             # Smallest set of most likely tokens whose mass reaches top_p (the token crossing it included).
-            order = np.argsort(probs)[::-1]
+            # Sorting the whole vocabulary per token is the slow part; the nucleus is usually among the few
+            # most likely tokens, so sort those first and fall back to a full sort only when it is not.
+            target = self.top_p * float(probs.sum())
+            order = None
+            if len(probs) > _PARTIAL_SORT:
+                head = np.argpartition(probs, -_PARTIAL_SORT)[-_PARTIAL_SORT:]
+                if float(probs[head].sum()) >= target:
+                    order = head[np.argsort(probs[head])[::-1]]
+            if order is None:
+                order = np.argsort(probs)[::-1]
             cumulative = np.cumsum(probs[order])
-            keep = int(np.searchsorted(cumulative, self.top_p * cumulative[-1])) + 1
+            keep = min(int(np.searchsorted(cumulative, target)) + 1, len(order))
             order = order[:keep]
             cumulative = cumulative[:keep]
             pick = int(np.searchsorted(cumulative, self._rng.random() * cumulative[-1], side="right"))

@@ -1,0 +1,59 @@
+"""``Sampler``: greedy, temperature and nucleus (top-p) sampling, seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clawdbot.exceptions import InvalidRequestError
+from clawdbot.inference.onnx import Sampler
+
+
+def nucleus(probs: np.ndarray, top_p: float) -> set[int]:
+    """Reference: the most likely tokens, in order, until their mass reaches top_p."""
+    order = np.argsort(-probs, kind="stable")
+    mass = np.cumsum(probs[order] / probs.sum())
+    return {int(i) for i in order[: int(np.searchsorted(mass, top_p - 1e-9)) + 1]}
+
+
+def test_greedy_is_argmax() -> None:
+    logits = np.array([0.1, 3.0, -2.0, 2.9], dtype=np.float16)
+    assert Sampler(temperature=0.0)(logits) == 1
+
+
+def test_sampling_follows_the_distribution_within_the_nucleus() -> None:
+    probs = np.array([0.5, 0.3, 0.15, 0.05])
+    sampler = Sampler(temperature=1.0, top_p=0.7, seed=0)
+    draws = np.bincount([sampler(np.log(probs)) for _ in range(4000)], minlength=4)
+    assert draws[2] == draws[3] == 0  # outside the 0.7 nucleus {0, 1}
+    assert draws[0] / 4000 == pytest.approx(0.5 / 0.8, abs=0.03)
+
+
+@pytest.mark.parametrize("shape", ["peaked", "flat"])  # nucleus inside the partial sort, or needing a full sort
+def test_large_vocabulary_nucleus(shape: str) -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=5000).astype(np.float32) * (4.0 if shape == "peaked" else 0.5)
+    probs = np.exp(logits - logits.max())
+    allowed = nucleus(probs, 0.9)
+    assert (len(allowed) < 64) is (shape == "peaked")
+    sampler = Sampler(temperature=1.0, top_p=0.9, seed=11)
+    picks = {sampler(logits) for _ in range(500)}
+    assert picks <= allowed
+    assert len(picks) > 1
+
+
+def test_seed_reproduces_and_low_temperature_sharpens() -> None:
+    logits = np.log(np.array([0.4, 0.3, 0.2, 0.1]))
+    sampler_a, sampler_b = Sampler(1.0, 1.0, seed=42), Sampler(1.0, 1.0, seed=42)
+    a = [sampler_a(logits) for _ in range(50)]
+    assert a == [sampler_b(logits) for _ in range(50)]
+    cold = Sampler(0.05, 1.0, seed=1)
+    assert [cold(logits) for _ in range(50)] == [0] * 50
+
+
+@pytest.mark.parametrize(("temperature", "top_p", "param"), [(-0.1, 1.0, "temperature"), (float("nan"), 1.0,
+                         "temperature"), (1.0, 0.0, "top_p"), (1.0, 1.5, "top_p")])
+def test_invalid_parameters_are_client_errors(temperature: float, top_p: float, param: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        Sampler(temperature, top_p)
+    assert info.value.param == param
