@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from clawdbot.queue.worker import TurnWorker
     from clawdbot.sessions.types import TranscriptEntry
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ONE_TURN = load_event("sqs-chat-turn")
 ONE_MESSAGE = TurnMessage.model_validate_json(ONE_TURN["Records"][0]["body"])
 
@@ -231,3 +233,25 @@ def test_a_queued_turn_keeps_its_sessions_ab_variant(make_settings: Callable[...
     handle(worker, ONE_TURN)
 
     assert transcript(worker, ONE_MESSAGE.session_id)[-1].attributes["variant"] == "b"
+
+
+def test_clawdbot_invoke_runs_the_worker_through_the_runtime_client(tmp_path: Path) -> None:
+    """Out of process, as on Lambda: AWS's runtime interface client imports the function folder's handler and
+    passes its real context (the in-progress lock is bounded by that context's remaining time)."""
+    import subprocess
+    import sys
+
+    from clawdbot.sessions.sqlite import SQLiteSessionStore
+
+    store = SQLiteSessionStore(tmp_path)
+    store.create(ONE_MESSAGE.session_id)
+    done = subprocess.run(
+        [sys.executable, "-m", "clawdbot.cli.main", "invoke", "functions/chat_worker", "events/sqs-chat-turn.json",
+         "--env", f"CLAWDBOT_DATA_DIR={tmp_path}", "--env", "CLAWDBOT_SESSION_STORE=sqlite",
+         "--env", f"CLAWDBOT_DEFAULT_MAX_TOKENS={MAX_TOKENS}", "--timeout", "60"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=240, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"batchItemFailures": []}
+    assert [e.turn_id for e in store.read(ONE_MESSAGE.session_id).entries] == [ONE_MESSAGE.turn_id] * 2
+    store.close()
