@@ -14,7 +14,8 @@ Why this shape:
 * Append = one ``TransactWriteItems``: update META with ``next_seq = :expected`` as its condition and put each TURN
   item with ``attribute_not_exists``. Two racing turns can never take the same sequence; the loser re-reads META
   (from the cancellation reason, no extra read) and retries with jittered backoff, then fails with
-  ``AppendConflictError``.
+  ``AppendConflictError``. Threads of one process take a striped lock per session first, so the retries are
+  spent only on writers in other processes.
 * ``gen`` (a random token per incarnation of a session id) keeps a re-created session (after delete or expiry)
   from ever seeing, or being blocked for long by, entries of the previous one while those are being removed.
 * TTL: META's ``expires_at`` slides on every use (the base class hides expired sessions at once; DynamoDB's TTL
@@ -31,6 +32,7 @@ import json
 import logging
 import random
 import secrets
+import threading
 import time
 import zlib
 from contextlib import contextmanager
@@ -65,6 +67,7 @@ MAX_ITEM_BYTES = 390_000
 #: A transaction may carry at most 4 MB.
 MAX_TRANSACTION_BYTES = 4_000_000
 DEFAULT_RETENTION_SECONDS = 30 * 24 * 3600
+_APPEND_LOCK_STRIPES = 64
 
 _UNAVAILABLE_CODES = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
@@ -146,6 +149,10 @@ class DynamoDBSessionStore(SessionStore):
         #: A losing append retries until either bound is reached, then raises ``AppendConflictError``.
         self.max_attempts = max_attempts
         self.retry_budget_s = retry_budget_s
+        # Appends to one session from threads of this process queue here instead of racing through DynamoDB:
+        # optimistic retries are for writers in other processes (Lambdas), and 50 threads retrying against
+        # each other would waste most of their transactions. Striped, so memory stays bounded.
+        self._append_locks = [threading.Lock() for _ in range(_APPEND_LOCK_STRIPES)]
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
 
@@ -351,12 +358,17 @@ class DynamoDBSessionStore(SessionStore):
 
     def _append(self, session_id: str, entries: list[NewEntry], now: float, expires_at: int | None,
                 create: bool, owner: str | None) -> list[TranscriptEntry]:
-        from botocore.exceptions import ClientError
-
         if len(entries) > MAX_ENTRIES_PER_APPEND:
             raise InvalidRequestError(
                 f"At most {MAX_ENTRIES_PER_APPEND} messages can be stored in one turn.", param="messages",
                 code="too_many_messages")
+        with self._append_locks[hash(session_id) % _APPEND_LOCK_STRIPES]:
+            return self._append_optimistic(session_id, entries, now, expires_at, create, owner)
+
+    def _append_optimistic(self, session_id: str, entries: list[NewEntry], now: float, expires_at: int | None,
+                           create: bool, owner: str | None) -> list[TranscriptEntry]:
+        from botocore.exceptions import ClientError
+
         item = self._get_item(session_id)
         deadline = time.monotonic() + self.retry_budget_s
         for attempt in range(self.max_attempts):
