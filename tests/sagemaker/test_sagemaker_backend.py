@@ -85,6 +85,20 @@ def test_target_variant_reaches_the_endpoint(router: SageMakerRouter, bundle_dir
     assert arm.client is backend.client or backend._client is arm._client  # one connection pool for all arms
 
 
+def test_inference_component_reaches_the_endpoint(router: SageMakerRouter, bundle_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the variable the stack sets when the model is deployed as an inference component
+    monkeypatch.setenv("CLAWDBOT_SAGEMAKER_INFERENCE_COMPONENT", "clawdbot-chat-model")
+    backend = make_backend(bundle_dir, max_attempts=1)
+    try:
+        backend.generate(MESSAGES, GenerationParams(max_tokens=2))
+        collect(backend, params=GenerationParams(max_tokens=2))
+    finally:
+        backend.close()
+    assert [r.headers.get("x-amzn-sagemaker-inference-component") for r in router.requests] == \
+        ["clawdbot-chat-model"] * 2
+
+
 def test_concurrent_streams_each_get_their_own_answer(backend: SageMakerBackend) -> None:
     conversations = [[ChatMessage("user", f"Question number {i}?")] for i in range(4)]
     with ThreadPoolExecutor(4) as pool:

@@ -70,6 +70,8 @@ class SageMakerConfig(BaseSettings):
 
     #: Production variant to call (A/B tests); ``None`` lets the endpoint's weights choose.
     target_variant: str | None = None
+    #: The model's inference component, when it is deployed as one (``InferenceComponentName``).
+    inference_component: str | None = None
     #: Seconds to wait for the next bytes: a whole generation for ``invoke_endpoint``, the longest gap between
     #: two events when streaming. Above SageMaker's own 60 s limit (see the module docstring).
     read_timeout: float = Field(default=70.0, gt=0)
@@ -196,7 +198,13 @@ class SageMakerBackend(InferenceBackend):
         return self._client.get()
 
     def _variant(self) -> dict[str, str]:
-        return {"TargetVariant": self.config.target_variant} if self.config.target_variant else {}
+        """Routing parameters: the A/B production variant and/or the inference component."""
+        routing: dict[str, str] = {}
+        if self.config.target_variant:
+            routing["TargetVariant"] = self.config.target_variant
+        if self.config.inference_component:
+            routing["InferenceComponentName"] = self.config.inference_component
+        return routing
 
     @staticmethod
     def _deltas(events: Any) -> Iterator[StreamDelta]:
