@@ -145,8 +145,9 @@ class DecoderEngine:
 class _Run:
     """One request's buffers and IO binding. Not shared between threads."""
 
-    __slots__ = ("_buffers", "_flip", "_io", "_keep", "_mask", "_positions", "_run_options", "_session",
-                 "_step_logits", "_token", "device", "engine", "in_place", "length")
+    __slots__ = ("_buffers", "_flip", "_io", "_keep", "_logits_row", "_mask", "_mask_ptr", "_pos_ptr",
+                 "_positions", "_run_options", "_session", "_spec", "_step_logits", "_token", "device", "engine",
+                 "in_place", "length")
 
     def __init__(self, engine: DecoderEngine, *, capacity: int, in_place: bool,
                  run_options: ort.RunOptions | None = None) -> None:
@@ -164,6 +165,11 @@ class _Run:
         self._positions = np.arange(capacity, dtype=engine._pos_dtype).reshape(1, capacity)
         self._token = np.zeros((1, 1), dtype=engine._ids_dtype)
         self._step_logits = np.empty((1, 1, engine.vocab_size), dtype=engine._logits_dtype)
+        self._logits_row = self._step_logits[0, 0]
+        # Raw addresses, read once: ``ndarray.ctypes`` builds an object on every access.
+        self._mask_ptr = int(self._mask.ctypes.data)
+        self._pos_ptr = int(self._positions.ctypes.data)
+        self._spec = spec
         self._keep: list[Any] = []  # owners of device memory bound by pointer
         self._flip = 0
         # Per tensor: 1 buffer (in place) or 2 alternating buffers (concat), each holding `capacity` positions.
@@ -215,14 +221,18 @@ class _Run:
         return logits[0, -1]
 
     def step(self, token: int) -> np.ndarray:
-        """Feed one token; returns its logits row (a view of a reused buffer)."""
+        """Feed one token; returns its logits row (a view of a reused buffer).
+
+        The per-token hot path: with an in-place cache it re-binds only the attention mask's length.
+        """
         self._token[0, 0] = token
         past = self.length
         self._bind_positions(past, 1)
-        self._bind_cache(past, 1)
+        if not self.in_place:
+            self._bind_cache(past, 1)
         self._run()
         self.length = past + 1
-        return self._step_logits[0, 0]
+        return self._logits_row
 
     def _run(self) -> None:
         self._session.run_with_iobinding(self._io, self._run_options)
@@ -230,21 +240,16 @@ class _Run:
             self._io.synchronize_outputs()
 
     def _bind_positions(self, past: int, new: int) -> None:
-        spec, io = self.engine.spec, self._io
-        total = past + new
-        mask = self._mask
-        io.bind_input(spec.attention_mask, "cpu", 0, mask.dtype, [1, total], mask.ctypes.data)
+        spec, io = self._spec, self._io
+        io.bind_input(spec.attention_mask, "cpu", 0, self._mask.dtype, [1, past + new], self._mask_ptr)
         if spec.position_ids:
             pos = self._positions
-            io.bind_input(spec.position_ids, "cpu", 0, pos.dtype, [1, new],
-                          pos.ctypes.data + past * pos.itemsize)
+            io.bind_input(spec.position_ids, "cpu", 0, pos.dtype, [1, new], self._pos_ptr + past * pos.itemsize)
 
     def _bind_cache(self, past: int, new: int) -> None:
         spec, io, dtype, device = self.engine.spec, self._io, self.engine._kv_dtype, self.device
         heads, dim = spec.kv_heads, spec.head_dim
-        if self.in_place:
-            if past:
-                return  # bound once at prefill: same buffers, same (capacity-long) shape
+        if self.in_place:  # bound once, at prefill: same buffers and (capacity-long) shape for every step
             capacity = self._mask.shape[1]
             shape = [1, heads, capacity, dim]
             for layer, (key, value) in zip(spec.layers, _pairs(self._buffers), strict=True):
