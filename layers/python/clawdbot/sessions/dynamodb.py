@@ -145,6 +145,7 @@ class DynamoDBSessionStore(SessionStore):
         super().__init__(config)
         self.table_name = table_name
         self._client = client
+        self._client_lock = threading.Lock()
         self.retention_seconds = retention_seconds
         #: A losing append retries until either bound is reached, then raises ``AppendConflictError``.
         self.max_attempts = max_attempts
@@ -158,14 +159,17 @@ class DynamoDBSessionStore(SessionStore):
 
     @property
     def client(self) -> Any:
+        """Created on first use (not at import: cold start), once: boto3's default session is not thread-safe."""
         if self._client is None:
-            import boto3
-            from botocore.config import Config
+            with self._client_lock:
+                if self._client is None:
+                    import boto3
+                    from botocore.config import Config
 
-            self._client = boto3.client("dynamodb", config=Config(
-                retries={"mode": "standard", "max_attempts": 3},
-                connect_timeout=3, read_timeout=10, max_pool_connections=64,
-            ))
+                    self._client = boto3.client("dynamodb", config=Config(
+                        retries={"mode": "standard", "max_attempts": 3},
+                        connect_timeout=3, read_timeout=10, max_pool_connections=64,
+                    ))
         return self._client
 
     # ----------------------------------------------------------------- errors
