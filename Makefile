@@ -10,7 +10,7 @@ SUDO ?=
 SERVE_STAMP := $(VENV)/.installed-serve
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: serve test lint bench test-servers clean
+.PHONY: serve test lint bench test-servers clean synth
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,11 @@ lint: $(TEST_STAMP)
 
 bench: $(TEST_STAMP) test-servers
 	$(BIN)/python -m bench
+
+# The AWS stack's CloudFormation into cdk.out/ via the pinned CDK CLI: no AWS account, credentials or network
+# (the first run fetches the Lambda layer's arm64 wheels into build/cdk/). Inputs: make synth CDK_ARGS='-c quota=large'
+synth: $(TEST_STAMP) test-servers
+	CDK_DISABLE_CLI_TELEMETRY=true npx --no-install cdk synth --no-notices --quiet $(CDK_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .clawdbot
