@@ -193,7 +193,11 @@ def create_app(loader: Callable[[], InferenceBackend], *, max_concurrency: int,
         queue: asyncio.Queue[object] = asyncio.Queue()
         cancelled = threading.Event()
         executor.submit(_produce, lambda: backend.stream(chat.messages, chat.params), queue, loop, cancelled)
-        first = await queue.get()
+        try:
+            first = await queue.get()
+        except asyncio.CancelledError:  # the server is going away while the request waited for a thread
+            cancelled.set()
+            raise
         if isinstance(first, _Failure):
             await queue.get()  # the producer's _END: it has finished with the iterator
             return error_response(_internal(first.exc))

@@ -170,6 +170,8 @@ class SageMakerBackend(InferenceBackend):
             raise UpstreamError("The model endpoint answered something that is not JSON.") from exc
 
     def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[StreamDelta]:
+        """Call the endpoint now (errors before the stream starts - a prompt too long, throttling - raise here,
+        as the in-process engine's do) and return the deltas as they arrive."""
         body = chat_request_body(messages, params, model=self.model_id, stream=True)
         try:
             response = self.client.invoke_endpoint_with_response_stream(
@@ -178,7 +180,9 @@ class SageMakerBackend(InferenceBackend):
             )
         except Exception as exc:
             raise map_error(exc, self.config.retry_after_seconds) from exc
-        events = response["Body"]
+        return self._read_stream(response["Body"])
+
+    def _read_stream(self, events: Any) -> Iterator[StreamDelta]:
         try:
             yield from self._deltas(events)
         except ClawdbotError:
