@@ -27,9 +27,10 @@ logger = logging.getLogger(__name__)
 BYPASS_PATHS = frozenset({"/healthz", "/metrics"})
 
 
-class ConcurrencyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_concurrency: int, max_queue: int, queue_timeout: float) -> None:
-        self.app = app
+class ConcurrencyLimit:
+    """The cap's state (shared with the metrics gauges ``RequestsInFlight`` / ``RequestsQueued``)."""
+
+    def __init__(self, max_concurrency: int, max_queue: int, queue_timeout: float) -> None:
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
@@ -37,35 +38,51 @@ class ConcurrencyLimitMiddleware:
         self.in_flight = 0
         self.waiting = 0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in BYPASS_PATHS:
-            await self.app(scope, receive, send)
-            return
+    async def acquire(self) -> str | None:
+        """Take a slot, waiting in line if need be; returns why not (``None`` once a slot is held)."""
         if self._slots.locked():
             if self.waiting >= self.max_queue:
-                await self._overloaded(send, "the wait queue is full")
-                return
+                return "the wait queue is full"
             self.waiting += 1
             try:
                 async with asyncio.timeout(self.queue_timeout):
                     await self._slots.acquire()
             except TimeoutError:
-                await self._overloaded(send, f"no slot freed up within {self.queue_timeout:g}s")
-                return
+                return f"no slot freed up within {self.queue_timeout:g}s"
             finally:
                 self.waiting -= 1
         else:
             await self._slots.acquire()
         self.in_flight += 1
+        return None
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()
+
+
+class ConcurrencyLimitMiddleware:
+    def __init__(self, app: ASGIApp, limit: ConcurrencyLimit) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in BYPASS_PATHS:
+            await self.app(scope, receive, send)
+            return
+        refusal = await self.limit.acquire()
+        if refusal is not None:
+            await self._overloaded(send, refusal)
+            return
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
-            self._slots.release()
+            self.limit.release()
 
     async def _overloaded(self, send: Send, why: str) -> None:
         logger.debug("refused a request: %s", why)
-        retry = str(max(1, math.ceil(self.queue_timeout or 1)))
+        limit = self.limit
+        retry = str(max(1, min(5, math.ceil(limit.queue_timeout or 1))))
         await send_error(send, OverloadedError(
-            f"The server is at capacity ({self.max_concurrency} requests in flight; {why}). Please retry.",
+            f"The server is at capacity ({limit.max_concurrency} requests in flight; {why}). Please retry.",
             headers={"retry-after": retry}))

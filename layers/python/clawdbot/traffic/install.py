@@ -1,10 +1,10 @@
 """Wire traffic control, A/B variants and metrics into an app built by ``clawdbot.api.create_app``.
 
 One call keeps ``create_app`` a list of parts: it builds the key store and rate limiter that match the session
-store, imports the deploy's key, sets the chat service's variants and turn observers, mounts ``/metrics`` and the
-feedback route, and adds the middleware. Middleware order, outermost first (``RequestContextMiddleware``, added
-after this, stays outermost): request metrics → keys and rate limits → concurrency cap → routes. So 401/429
-never queue for a slot, and every answer, refusals included, is counted.
+store, imports the deploy's key, gives the chat service its variants and turn observers, mounts the feedback
+route and ``/metrics``, and adds the middleware. Middleware order, outermost first (``RequestContextMiddleware``,
+added after this, stays outermost): request metrics → keys and rate limits → concurrency cap → routes. So
+401/429 never wait for a slot, and every answer, refusals included, is counted.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from clawdbot.config.settings import Settings
+    from clawdbot.metrics.recorder import MetricsRecorder
     from clawdbot.traffic.auth import TrafficControl
 
 logger = logging.getLogger(__name__)
@@ -24,9 +25,11 @@ BOOTSTRAP_KEY_NAME = "deploy"
 
 
 def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | None = None) -> TrafficControl:
+    from clawdbot.api.routes import feedback
+    from clawdbot.metrics.recorder import RequestMetricsMiddleware
     from clawdbot.traffic.ab import build_router
     from clawdbot.traffic.auth import AuthRateLimitMiddleware, TrafficControl
-    from clawdbot.traffic.concurrency import ConcurrencyLimitMiddleware
+    from clawdbot.traffic.concurrency import ConcurrencyLimit, ConcurrencyLimitMiddleware
     from clawdbot.traffic.factory import build_key_store, build_rate_limiter, keys_always_required, on_lambda
 
     resources = app.state.resources
@@ -41,12 +44,51 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
     traffic = TrafficControl(keys, build_rate_limiter(settings), always_required=keys_always_required(settings),
                              cache_seconds=settings.key_cache_seconds)
     app.state.traffic = traffic
+    metrics = build_recorder(settings)
+    app.state.metrics = metrics
+    if model_load_seconds is not None:
+        metrics.model_loaded(model_load_seconds)
+
     chat = resources.chat
     chat.variants = build_router(settings, resources.backend)
-    chat.observers.append(traffic.on_turn)
+    chat.observers += [traffic.on_turn, metrics.on_turn]
+    app.include_router(feedback.router)
 
     if settings.max_concurrency > 0 and not on_lambda():
-        app.add_middleware(ConcurrencyLimitMiddleware, max_concurrency=settings.max_concurrency,
-                           max_queue=settings.max_queue, queue_timeout=settings.queue_timeout_seconds)
+        limit = ConcurrencyLimit(settings.max_concurrency, settings.max_queue, settings.queue_timeout_seconds)
+        metrics.sink.gauge_function("RequestsInFlight", lambda: float(limit.in_flight))
+        metrics.sink.gauge_function("RequestsQueued", lambda: float(limit.waiting))
+        app.add_middleware(ConcurrencyLimitMiddleware, limit=limit)
     app.add_middleware(AuthRateLimitMiddleware, traffic=traffic)
+    app.add_middleware(RequestMetricsMiddleware, recorder=metrics)
     return traffic
+
+
+def build_recorder(settings: Settings) -> MetricsRecorder:
+    """Prometheus off Lambda, Powertools EMF on it (``CLAWDBOT_METRICS`` overrides), with the latency guard."""
+    from clawdbot.metrics import infra
+    from clawdbot.metrics.latency_guard import LatencyGuard, build_streak_counter
+    from clawdbot.metrics.recorder import MetricsRecorder
+    from clawdbot.metrics.sink import MetricsSink, NullSink
+    from clawdbot.traffic.factory import on_lambda
+
+    kind = settings.metrics
+    if kind == "auto":
+        kind = "emf" if on_lambda() else "prometheus"
+    sink: MetricsSink
+    if kind == "prometheus":
+        from clawdbot.metrics.prometheus import PrometheusSink
+
+        sink = PrometheusSink()
+        sink.gauge_function("ProcessCpuTime", infra.process_cpu_seconds)
+        sink.gauge_function("ProcessMemory", infra.process_memory_bytes)
+        for index, read in infra.gpu_readers().items():
+            sink.gauge_function("GpuUtilization", read, {"gpu": index})
+    elif kind == "emf":
+        from clawdbot.metrics.emf import EmfSink
+
+        sink = EmfSink()
+    else:
+        sink = NullSink()
+    guard = LatencyGuard(build_streak_counter(settings), settings.latency_threshold_ms, settings.latency_breach_turns)
+    return MetricsRecorder(sink, guard if kind != "off" else None, push_process=kind == "emf")
