@@ -49,6 +49,16 @@ def function_timeout(quota: ApiQuota) -> Duration:
     return Duration.seconds(quota.integration_timeout_seconds + 1)
 
 
+def function_environment(quota: ApiQuota) -> dict[str, str]:
+    """Make the app give up on SageMaker *before* API Gateway gives up on the app.
+
+    Then a slow generation reaches the client as the app's OpenAI-shaped timeout error (which OpenAI SDKs
+    retry with backoff) instead of API Gateway's bare 503. One attempt: a retry cannot fit in the budget left.
+    """
+    return {"CLAWDBOT_SAGEMAKER_READ_TIMEOUT": str(max(1, quota.integration_timeout_seconds - 3)),
+            "CLAWDBOT_SAGEMAKER_MAX_ATTEMPTS": "1"}
+
+
 class ChatHttpApi(Construct):
     """``http_api`` + ``stage`` (throttled, access-logged) in front of ``function``."""
 

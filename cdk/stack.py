@@ -65,7 +65,8 @@ class ClawdbotStack(Stack):
         chat_api = functions.PythonFunction(
             self, "ChatApi", source=FUNCTIONS_DIR / "chat_api", tokenizer_dir=inputs.tokenizer_dir, layer=layer,
             key=key, description="clawdbot chat API (FastAPI via Mangum)", memory_mb=quota.api.memory_mb,
-            timeout=api.function_timeout(quota.api), environment=environment, **vpc_args)  # type: ignore[arg-type]
+            timeout=api.function_timeout(quota.api),
+            environment={**environment, **api.function_environment(quota.api)}, **vpc_args)  # type: ignore[arg-type]
         worker = functions.PythonFunction(
             self, "ChatWorker", source=FUNCTIONS_DIR / "chat_worker", tokenizer_dir=inputs.tokenizer_dir,
             layer=layer, key=key, description="clawdbot chat-turn worker (SQS FIFO batches)",

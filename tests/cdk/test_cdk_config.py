@@ -126,3 +126,14 @@ def test_api_key_is_refused_as_context(model_dir: Path) -> None:
 def test_choice_inputs_name_what_is_allowed(model_dir: Path, key: str, value: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=f"'{key}'.*{expected}"):
         parse_inputs({"model": str(model_dir), key: value})
+
+
+def test_documented_costs_match_the_presets() -> None:
+    """docs/deploy.md's cost table is what cdk.pricing computes from the presets today."""
+    from cdk.config import REPO_ROOT
+    from cdk.pricing import PRICES_AS_OF, table_rows
+
+    doc = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    for row in table_rows((*PRESET_NAMES, "cdk/presets/shared-gpu.json")):
+        assert row in doc, f"docs/deploy.md is stale; regenerate with python -m cdk.pricing: {row}"
+    assert f"as of {PRICES_AS_OF}" in doc

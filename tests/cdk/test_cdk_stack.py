@@ -52,6 +52,10 @@ def test_integration_timeout_is_deliberate_and_the_function_stops_just_after(syn
     assert integration["TimeoutInMillis"] == QUOTA.api.integration_timeout_seconds * 1000
     api_fn = synthesized.raw["Resources"][_logical_id(synthesized, "AWS::Lambda::Function", "ChatApiFunction")]
     assert api_fn["Properties"]["Timeout"] == QUOTA.api.integration_timeout_seconds + 1
+    # the app stops waiting for SageMaker first, so the client gets an OpenAI-shaped error, not a bare 503
+    env = api_fn["Properties"]["Environment"]["Variables"]
+    assert int(env["CLAWDBOT_SAGEMAKER_READ_TIMEOUT"]) < QUOTA.api.integration_timeout_seconds
+    assert env["CLAWDBOT_SAGEMAKER_MAX_ATTEMPTS"] == "1"
 
 
 def test_lambdas_are_arm64_python_with_the_shared_layer_and_app_environment(synthesized: Synthesized) -> None:
