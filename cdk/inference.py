@@ -13,6 +13,7 @@ Two placements, picked by the quota:
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from aws_cdk import Aws, Duration, IgnoreMode, RemovalPolicy, Stack
@@ -323,7 +324,18 @@ class Inference(Construct):
         )
 
     def environment(self) -> dict[str, str]:
+        """The app's inference settings; with several variants, its A/B arms map 1:1 onto them.
+
+        Why the app routes rather than SageMaker's weights alone: the app pins a session to one arm (a
+        conversation never switches model mid-way) and tags its business metrics with the arm's name, which is
+        the variant's name, so the dashboard's per-variant lines line up with SageMaker's.
+        """
         env = {"CLAWDBOT_INFERENCE": "sagemaker", "CLAWDBOT_SAGEMAKER_ENDPOINT": self.endpoint.attr_endpoint_name}
+        variants = self.quota.variants
+        if self.quota.placement == "endpoint" and len(variants) > 1:
+            env["CLAWDBOT_AB_VARIANTS"] = json.dumps(
+                [{"name": v.name, "weight": v.weight, "target_variant": v.name} for v in variants],
+                separators=(",", ":"))
         if self.quota.placement == "inference_component":
             env["CLAWDBOT_SAGEMAKER_INFERENCE_COMPONENT"] = f"{self.endpoint_name}-model"
         return env

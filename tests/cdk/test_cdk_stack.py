@@ -173,6 +173,17 @@ def test_endpoint_variants_carry_the_ab_weights(synthesized: Synthesized) -> Non
     assert endpoint["EndpointName"] == "clawdbot-chat"
 
 
+def test_app_ab_arms_are_the_endpoint_variants(synthesized: Synthesized) -> None:
+    """The app's own A/B config (its VariantConfig model) accepts what the stack passes, one arm per variant."""
+    from clawdbot.traffic.ab import VariantConfig
+
+    fn = synthesized.raw["Resources"][_logical_id(synthesized, "AWS::Lambda::Function", "ChatApiFunction")]
+    arms = [VariantConfig.model_validate(item)
+            for item in json.loads(fn["Properties"]["Environment"]["Variables"]["CLAWDBOT_AB_VARIANTS"])]
+    assert [(a.name, a.weight, a.target_variant) for a in arms] == [
+        (v.name, v.weight, v.name) for v in QUOTA.inference.variants]
+
+
 def test_each_variant_scales_between_the_quota_limits(synthesized: Synthesized) -> None:
     targets = synthesized.resources("AWS::ApplicationAutoScaling::ScalableTarget")
     assert len(targets) == len(QUOTA.inference.variants)
