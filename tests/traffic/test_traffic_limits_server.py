@@ -14,6 +14,8 @@ from tests.traffic.conftest import create_key
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import httpx
+
     from tests.traffic.conftest import Server
 
 HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
@@ -101,6 +103,23 @@ def _stalled_request(server: Server) -> socket.socket:
     return sock
 
 
+def _gauge(client: httpx.Client, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} not exposed")
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
 def test_concurrency_cap_queues_then_answers_503(serve: Callable[..., Server], server_env: dict[str, str]) -> None:
     env = {**server_env, "CLAWDBOT_MAX_CONCURRENCY": "1", "CLAWDBOT_MAX_QUEUE": "0"}
     server = serve(env)
@@ -108,36 +127,32 @@ def test_concurrency_cap_queues_then_answers_503(serve: Callable[..., Server], s
     assert client.get("/v1/models").status_code == 200
     stalled = _stalled_request(server)
     try:
-        deadline = time.monotonic() + 10
-        while (refused := client.get("/v1/models")).status_code == 200 and time.monotonic() < deadline:
-            time.sleep(0.05)  # until the server has accepted the stalled request
+        _wait_for(lambda: _gauge(client, "clawdbot_requests_in_flight") == 1, "the stalled request holds the slot")
+        refused = client.get("/v1/models")
         assert refused.status_code == 503
         assert refused.headers["retry-after"].isdigit()
         assert refused.json()["error"]["code"] == "server_overloaded"
         assert client.get("/healthz").status_code == 200  # probes bypass the cap
     finally:
         stalled.close()
-    deadline = time.monotonic() + 10
-    while client.get("/v1/models").status_code != 200:
-        assert time.monotonic() < deadline, "the slot was not released after the client went away"
-        time.sleep(0.05)
+    _wait_for(lambda: _gauge(client, "clawdbot_requests_in_flight") == 0, "the slot is released")
+    assert client.get("/v1/models").status_code == 200
 
 
 def test_a_queued_request_waits_for_the_slot(serve: Callable[..., Server], server_env: dict[str, str]) -> None:
     import threading
 
     env = {**server_env, "CLAWDBOT_MAX_CONCURRENCY": "1", "CLAWDBOT_MAX_QUEUE": "4",
-           "CLAWDBOT_QUEUE_TIMEOUT_SECONDS": "60"}
+           "CLAWDBOT_QUEUE_TIMEOUT_SECONDS": "120"}
     server = serve(env)
     client = server.client()
-    client.get("/v1/models")
     stalled = _stalled_request(server)
-    time.sleep(0.5)  # not a timing assert: only gives the server time to accept the stalled request first
+    _wait_for(lambda: _gauge(client, "clawdbot_requests_in_flight") == 1, "the stalled request holds the slot")
     result: list[int] = []
-    waiter = threading.Thread(target=lambda: result.append(client.get("/v1/models").status_code))
+    waiter = threading.Thread(target=lambda: result.append(server.client().get("/v1/models").status_code))
     waiter.start()
-    waiter.join(timeout=1.0)
-    assert waiter.is_alive() and not result  # queued behind the stalled request, not refused
+    _wait_for(lambda: _gauge(client, "clawdbot_requests_queued") == 1, "the second request is queued")
+    assert not result  # queued behind the stalled request, not refused
     stalled.close()
-    waiter.join(timeout=30)
+    waiter.join(timeout=60)
     assert result == [200]

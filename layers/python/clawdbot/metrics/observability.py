@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,14 +32,19 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
-def instrument(handler: Callable[..., Any], *, service: str = SERVICE_NAME) -> Callable[..., Any]:
+def instrument(handler: Callable[..., Any], *, service: str = SERVICE_NAME,
+               stream: IO[str] | None = None) -> Callable[..., Any]:
     """The handler with Powertools Logger context, Tracer capture and request/session ids on every log line."""
     from aws_lambda_powertools import Logger, Tracer
 
-    logger = Logger(service=service)
+    logger = Logger(service=service, stream=stream)
     context_filter = RequestContextFilter()
     logger.addFilter(context_filter)
     for log_handler in logger.handlers:
         log_handler.addFilter(context_filter)
     tracer = Tracer(service=service)
-    return logger.inject_lambda_context(tracer.capture_lambda_handler(handler), clear_state=True)
+
+    def handle(event: Any, context: Any) -> Any:  # a plain function: the decorators need a __name__
+        return handler(event, context)
+
+    return logger.inject_lambda_context(tracer.capture_lambda_handler(handle), clear_state=True)
