@@ -6,6 +6,8 @@ Wiring only. The app is built once per execution environment (cold start) and re
 from mangum import Mangum
 
 from clawdbot.api.app import create_app
+from clawdbot.metrics.observability import instrument
 
 app = create_app()
-handler = Mangum(app, lifespan="off")
+# Powertools Logger (request and session id on every line) and Tracer around the invocation.
+handler = instrument(Mangum(app, lifespan="off"))
