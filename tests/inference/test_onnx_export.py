@@ -33,12 +33,15 @@ def test_exported_logits_equal_pytorch(hf_llama_dir: Path, llama_dir: Path) -> N
     import torch
     from transformers import LlamaForCausalLM
 
-    from clawdbot.inference.onnx import OnnxBackend
+    from clawdbot.inference.onnx import OnnxBackend, RuntimeOptions
 
     ids = [0, 5, 17, 42, 99, 7, 3, 250]
     with torch.no_grad():
         expected = LlamaForCausalLM.from_pretrained(hf_llama_dir).eval()(torch.tensor([ids])).logits[0].numpy()
-    got = OnnxBackend(llama_dir).engine.forward(ids)
+    # every position's logits: the graph as exported, without the engine's last-position rewrite
+    engine = OnnxBackend(llama_dir, options=RuntimeOptions(last_position_logits=False)).engine
+    assert not engine.spec.last_logits_only
+    got = engine.forward(ids)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-3)
 
 

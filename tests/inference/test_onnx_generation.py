@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 from clawdbot.inference import ContextLengthExceededError
 from clawdbot.inference.onnx import Sampler
 from clawdbot.inference.types import ChatMessage, GenerationParams
+from tests.inference.conftest import TINY_MODELS
 
 if TYPE_CHECKING:
     from clawdbot.inference.onnx import OnnxBackend
@@ -188,3 +190,23 @@ def test_concurrent_requests_match_sequential(any_backend: OnnxBackend) -> None:
     for t in threads:
         t.join()
     assert together == alone
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_last_position_rewrite_changes_nothing_but_the_work(model: str, request: pytest.FixtureRequest) -> None:
+    from clawdbot.inference.onnx import OnnxBackend, RuntimeOptions
+
+    # GIVEN the same folder loaded with and without the LM-head rewrite
+    path = request.getfixturevalue(f"{model}_dir")
+    rewritten = OnnxBackend(path)
+    plain = OnnxBackend(path, options=RuntimeOptions(last_position_logits=False))
+    assert rewritten.engine.spec.last_logits_only
+    assert not plain.engine.spec.last_logits_only
+    # THEN prefill logits of the last position and the generated tokens are the same
+    ids = plain.encode_prompt(PROMPT)
+    full = plain.engine.forward(ids)
+    last = rewritten.engine.forward(ids)
+    assert last.shape == (1, full.shape[-1])
+    np.testing.assert_allclose(last[0].astype(np.float32), full[-1].astype(np.float32), atol=2e-3, rtol=1e-3)
+    for params in (greedy(20), GenerationParams(max_tokens=20, temperature=0.9, seed=5)):
+        assert rewritten.generate(PROMPT, params) == plain.generate(PROMPT, params)

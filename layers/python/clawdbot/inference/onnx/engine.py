@@ -60,9 +60,13 @@ class DecoderEngine:
 
     @classmethod
     def from_folder(cls, folder: ModelFolder, options: RuntimeOptions | None = None) -> DecoderEngine:
-        from clawdbot.inference.onnx.runtime import create_session
+        from clawdbot.inference.onnx.graph_rewrite import last_position_logits
+        from clawdbot.inference.onnx.runtime import RuntimeOptions, create_session
 
-        session, device = create_session(folder.graph_path, options)
+        options = options or RuntimeOptions()
+        rewritten = (last_position_logits(folder.graph_path, folder.weights_bytes)
+                     if options.last_position_logits else None)
+        session, device = create_session(folder.graph_path, options, graph_bytes=rewritten)
         spec = GraphSpec.from_io(session.get_inputs(), session.get_outputs(), folder)
         return cls(session, spec, device=device)
 
@@ -97,7 +101,8 @@ class DecoderEngine:
             ids.append(token)
 
     def forward(self, ids: Sequence[int]) -> np.ndarray:
-        """Logits for every position of ``ids`` (``[len(ids), vocab]``), from an empty cache."""
+        """Logits for ``ids`` from an empty cache: ``[len(ids), vocab]``, or ``[1, vocab]`` (the last position)
+        for a graph that computes only that."""
         import numpy as np
 
         spec = self.spec
@@ -135,9 +140,9 @@ class DecoderEngine:
         except Exception as exc:  # ORT shape errors have no dedicated type
             logger.debug("in-place KV cache not supported: %s", str(exc).splitlines()[0] if str(exc) else exc)
             return False
-        expected = self.forward(probe).astype(np.float32)
+        expected = [self.forward(probe[:1])[-1].astype(np.float32), self.forward(probe)[-1].astype(np.float32)]
         tolerance = 1e-2 if self._kv_dtype == np.float16 else 1e-4
-        scale = max(1.0, float(np.abs(expected).max()))
+        scale = max(1.0, *(float(np.abs(e).max()) for e in expected))
         return all(np.allclose(g, e, atol=tolerance * scale, rtol=tolerance)
                    for g, e in zip(got, expected, strict=True))
 
@@ -200,10 +205,11 @@ class _Run:
         engine, spec, io = self.engine, self.engine.spec, self._io
         n = len(prompt_ids)
         ids = np.asarray(prompt_ids, dtype=engine._ids_dtype).reshape(1, n)
-        logits = np.empty((1, n, engine.vocab_size), dtype=engine._logits_dtype)
+        rows = 1 if spec.last_logits_only else n
+        logits = np.empty((1, rows, engine.vocab_size), dtype=engine._logits_dtype)
         self._keep.append(ids)
         io.bind_input(spec.input_ids, "cpu", 0, ids.dtype, [1, n], ids.ctypes.data)
-        io.bind_output(spec.logits, "cpu", 0, logits.dtype, [1, n, engine.vocab_size], logits.ctypes.data)
+        io.bind_output(spec.logits, "cpu", 0, logits.dtype, [1, rows, engine.vocab_size], logits.ctypes.data)
         if spec.use_cache_branch:
             self._keep.append(flag := np.zeros((1,), dtype=bool))
             io.bind_input(spec.use_cache_branch, "cpu", 0, flag.dtype, [1], flag.ctypes.data)

@@ -57,6 +57,8 @@ class GraphSpec:
     mask_dtype: str
     positions_dtype: str
     vocab_size: int | None
+    #: The graph returns logits for the last position only (``[batch, 1, vocab]``), not for every position.
+    last_logits_only: bool = False
 
     @property
     def num_layers(self) -> int:
@@ -142,6 +144,7 @@ class GraphSpec:
             mask_dtype=_dtype(by_name["attention_mask"].type, "attention_mask"),
             positions_dtype=_dtype(position_ids.type, "position_ids") if position_ids is not None else "int64",
             vocab_size=vocab,
+            last_logits_only=len(logits.shape) == 3 and logits.shape[1] == 1,
         )
 
 

@@ -41,6 +41,8 @@ class RuntimeOptions:
     providers: tuple[str, ...] | None = None
     #: Let idle pool threads spin between ops: lower latency, but burns the CPU share on shared hosts.
     allow_spinning: bool = True
+    #: Run the LM head on the last position only (see ``graph_rewrite``); off to get every position's logits.
+    last_position_logits: bool = True
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -65,8 +67,10 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, count)
 
 
-def create_session(graph_path: Path, options: RuntimeOptions | None = None) -> tuple[ort.InferenceSession, str]:
-    """Open ``graph_path``; returns the session and the device its KV cache should live on (``cpu``/``cuda``)."""
+def create_session(graph_path: Path, options: RuntimeOptions | None = None, *,
+                   graph_bytes: bytes | None = None) -> tuple[ort.InferenceSession, str]:
+    """Open ``graph_path`` (or ``graph_bytes``, a rewritten copy of it); returns the session and the device its
+    KV cache should live on (``cpu``/``cuda``)."""
     import onnxruntime as ort
 
     options = options or RuntimeOptions()
@@ -84,14 +88,17 @@ def create_session(graph_path: Path, options: RuntimeOptions | None = None) -> t
     missing = [p for p in wanted if p not in available]
     if missing:
         raise ModelLoadError(f"execution providers not available in this onnxruntime build: {', '.join(missing)}")
+    source = graph_bytes if graph_bytes is not None else str(graph_path)
     try:
-        session = ort.InferenceSession(str(graph_path), sess_options=session_options, providers=wanted)
-    except Exception as exc:  # ORT raises its own untyped errors
-        if wanted[0] == CUDA and not options.providers:
+        try:
+            session = ort.InferenceSession(source, sess_options=session_options, providers=wanted)
+        except Exception as exc:  # ORT raises its own untyped errors
+            if wanted[0] != CUDA or options.providers:
+                raise
             logger.debug("CUDA session failed (%s); falling back to CPU", exc)
-            session = ort.InferenceSession(str(graph_path), sess_options=session_options, providers=[CPU])
-        else:
-            raise ModelLoadError(f"ONNX Runtime cannot load {graph_path}: {exc}") from exc
+            session = ort.InferenceSession(source, sess_options=session_options, providers=[CPU])
+    except Exception as exc:
+        raise ModelLoadError(f"ONNX Runtime cannot load {graph_path}: {exc}") from exc
     device = "cuda" if session.get_providers()[0] == CUDA else "cpu"
     logger.debug("session on %s, providers=%s, threads=%d", device, session.get_providers(),
                  session_options.intra_op_num_threads)
