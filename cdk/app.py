@@ -38,9 +38,10 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None,
     return app, stack
 
 
-def main() -> int:
+def main(context: dict[str, Any] | None = None) -> int:
+    """Entry of ``cdk.json``'s app; the CLI passes ``-c`` values in the environment, which ``App`` reads."""
     try:
-        app, _ = build_app()
+        app, _ = build_app(context)
     except ConfigError as exc:
         print(f"clawdbot stack: {exc}", file=sys.stderr)
         return 2

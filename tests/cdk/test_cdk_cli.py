@@ -112,3 +112,12 @@ def test_real_cdk_cli_synthesizes_offline(model_dir: Path, tmp_path: Path) -> No
     assert [r for r in report["pluginReports"] if r.get("violations")] == []
     assert KEY not in "".join(p.read_text(errors="ignore") for p in out.glob("*.json"))
     assert not (REPO_ROOT / "cdk.context.json").exists()  # nothing looked up in an account
+
+
+def test_cdk_app_reports_a_bad_context_value_and_exits_2(model_dir: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """What `cdk synth -c quota=huge` prints (the CLI hands its -c values to this entry point)."""
+    from cdk.app import main as app_main
+
+    assert app_main({"model": str(model_dir), "quota": "huge"}) == 2
+    assert "invalid input 'quota' = 'huge': expected one of small, medium, large" in capsys.readouterr().err
