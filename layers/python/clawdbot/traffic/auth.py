@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 
+from clawdbot.exceptions import ClawdbotError, ServiceUnavailableError
 from clawdbot.traffic.exceptions import AuthenticationError, QuotaExceededError, RateLimitExceededError
 from clawdbot.traffic.keys import hash_key
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from clawdbot.chat.service import TurnResult
-    from clawdbot.exceptions import ClawdbotError
     from clawdbot.traffic.keys import ApiKey
     from clawdbot.traffic.keystore.base import KeyStore
     from clawdbot.traffic.ratelimit.base import Decision, RateLimiter
@@ -41,6 +41,7 @@ PUBLIC_PATHS = frozenset({"/healthz"})
 #: Bound on cached lookups (valid and invalid keys alike), so a flood of random keys cannot grow memory.
 CACHE_LIMIT = 10_000
 
+_OPEN = object()
 _MISSING = ("You didn't provide an API key. You need to provide your API key in an Authorization header using "
             "Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
 
@@ -150,6 +151,34 @@ class AuthRateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
+        try:
+            admitted = await self._admit(scope, send)
+        except ClawdbotError as exc:  # e.g. contention on a DynamoDB bucket: already an HTTP error
+            await send_error(send, exc)
+            return
+        except Exception:  # the key store or limiter cannot be reached: refuse rather than run unmetered
+            logger.warning("traffic control unavailable", exc_info=True)
+            await send_error(send, ServiceUnavailableError(
+                "API key and rate limit checks are unavailable; please retry shortly.",
+                code="traffic_control_unavailable", headers={"retry-after": "1"}))
+            return
+        if admitted is None:
+            return
+        if admitted is _OPEN:
+            await self.app(scope, receive, send)
+            return
+        headers = admitted
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start" and headers:
+                message["headers"] = [*message.get("headers", []), *headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)
+
+    async def _admit(self, scope: Scope, send: Send) -> list[tuple[bytes, bytes]] | object | None:
+        """The rate-limit headers of an admitted keyed request, ``_OPEN`` for an open server, or ``None``
+        when a refusal has been sent."""
         traffic = self.traffic
         token = _bearer(scope)
         key: ApiKey | None = None
@@ -162,13 +191,12 @@ class AuthRateLimitMiddleware:
             if is_open is None:
                 is_open = await run_in_threadpool(traffic.open_now)
             if is_open:
-                await self.app(scope, receive, send)
-                return
+                return _OPEN
             message = _MISSING if not token else f"Incorrect API key provided: {_redacted(token)}."
             await send_error(send, AuthenticationError(
                 message, code="invalid_api_key" if token else "missing_api_key",
                 headers={"www-authenticate": 'Bearer realm="clawdbot"'}))
-            return
+            return None
 
         scope.setdefault("state", {})["caller_id"] = key.key_id
         limiter = traffic.limiter
@@ -181,14 +209,8 @@ class AuthRateLimitMiddleware:
         headers = decision.headers()
         if not decision.allowed:
             await self._refuse(send, decision, headers)
-            return
-
-        async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start" and headers:
-                message["headers"] = [*message.get("headers", []), *headers]
-            await send(message)
-
-        await self.app(scope, receive, send_with_limits)
+            return None
+        return headers
 
     @staticmethod
     async def _refuse(send: Send, decision: Decision, limit_headers: list[tuple[bytes, bytes]]) -> None:
