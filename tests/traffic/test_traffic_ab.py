@@ -197,3 +197,31 @@ def _balanced_ids(per_arm: int) -> list[str]:
 def _all_sessions(env: dict[str, str]) -> list[dict]:
     """Session ids from an export (the API has no listing route)."""
     return [json.loads(line) for line in run_cli(env, "ab", "export").stdout.splitlines()]
+
+
+def test_a_local_variant_runs_its_own_model_and_defaults(model_dir: Path, tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from clawdbot.api.app import create_app
+    from clawdbot.config.settings import Settings
+    from clawdbot.inference.types import ChatMessage
+
+    prompt = "You are a terse assistant."
+    arms = [{"name": "a"}, {"name": "b", "model_dir": str(model_dir), "system_prompt": prompt, "temperature": 0}]
+    app = create_app(Settings(data_dir=tmp_path, model_dir=model_dir, ab_variants=arms))
+    router = app.state.resources.chat.variants
+    default_backend = app.state.resources.backend
+    assert router.get("a").backend is default_backend
+    assert router.get("b").backend is not default_backend  # loaded on its own at start-up
+    question = [{"role": "user", "content": "Hello!"}]
+    with TestClient(app) as client:
+        model = client.get("/v1/models").json()["data"][0]["id"]
+        answers = {arm: client.post("/v1/chat/completions", headers={"x-clawdbot-variant": arm},
+                                    json={"model": model, "messages": question, "max_tokens": 2})
+                   for arm in ("a", "b")}
+    assert {arm: r.headers["x-clawdbot-variant"] for arm, r in answers.items()} == {"a": "a", "b": "b"}
+    # variant b added its own system prompt to the context the model was given; a did not
+    usage = {arm: r.json()["usage"]["prompt_tokens"] for arm, r in answers.items()}
+    assert usage["a"] == default_backend.count_prompt_tokens([ChatMessage("user", "Hello!")])
+    assert usage["b"] == default_backend.count_prompt_tokens([ChatMessage("system", prompt),
+                                                              ChatMessage("user", "Hello!")])

@@ -93,3 +93,20 @@ def test_keys_cli_lists_without_secrets(server_env: dict[str, str]) -> None:
 
     [row] = [json.loads(line) for line in as_json.splitlines()]
     assert row["requests_per_minute"] == 9 and row["daily_tokens"] is None and "key_hash" not in row
+
+
+def test_the_deploy_key_is_the_first_key_and_closes_the_server(serve: Callable[..., Server],
+                                                               server_env: dict[str, str]) -> None:
+    # GIVEN a server configured with the deploy key's hash only (the stack passes the key's secret instead)
+    import hashlib
+
+    deploy_key = "operator-chosen-deploy-key-123"
+    env = {**server_env, "CLAWDBOT_BOOTSTRAP_KEY_SHA256": hashlib.sha256(deploy_key.encode()).hexdigest()}
+    server = serve(env)
+    # THEN that key works, nothing else does, and it is listed as the first key, named "deploy"
+    assert server.client(deploy_key).get("/v1/models").status_code == 200
+    assert server.client().get("/v1/models").status_code == 401
+    listing = run_cli(env, "keys", "list", "--json").stdout.splitlines()
+    import json
+
+    assert [json.loads(line)["name"] for line in listing] == ["deploy"]
