@@ -218,3 +218,16 @@ def test_streak_spans_instances_and_any_fast_turn_resets_it(make_counter: Callab
 def test_memory_counter_for_the_embedded_server() -> None:
     guard = LatencyGuard(MemoryStreakCounter(), threshold_ms=10, turns=2)
     assert [guard.observe("a", ms) for ms in (11, 11, 11, 5, 11, 20)] == [False, True, True, False, False, True]
+
+
+def test_infrastructure_readings() -> None:
+    from clawdbot.metrics import infra
+
+    assert infra.process_memory_bytes() > 10_000_000
+    before = infra.process_cpu_seconds()
+    sum(i * i for i in range(200_000))
+    assert infra.process_cpu_seconds() > before
+    # one reader per GPU that NVML finds (none on a machine without one); each reads a busy percentage
+    for read in infra.gpu_readers().values():
+        value = read()
+        assert value is None or 0 <= value <= 100
