@@ -13,6 +13,7 @@ from tests.traffic.conftest import create_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     import httpx
 
@@ -156,3 +157,40 @@ def test_a_queued_request_waits_for_the_slot(serve: Callable[..., Server], serve
     stalled.close()
     waiter.join(timeout=60)
     assert result == [200]
+
+
+def test_an_unreachable_limiter_store_is_a_503_not_a_crash(serve: Callable[..., Server], server_env: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from tests.traffic.conftest import free_port
+
+    # GIVEN a server whose keys and buckets live in a Redis of its own
+    port = free_port()
+    redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
+                              "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        env = {**server_env, "CLAWDBOT_SESSION_STORE": "redis", "CLAWDBOT_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        _wait_for(lambda: _redis_up(port), "redis-server answers")
+        key = create_key(env, "k", "--requests-per-minute", "100")
+        client = serve(env).client(key)
+        assert client.get("/v1/models").status_code == 200
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+    # WHEN Redis goes away THEN requests are refused with a retryable 503 in OpenAI's shape
+    response = client.get("/v1/models")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "traffic_control_unavailable"
+    assert response.headers["retry-after"] == "1"
+
+
+def _redis_up(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
