@@ -4,13 +4,17 @@ record's claim → complete → read cycle on each engine.
 - ``import_ms``: median wall time of ``import clawdbot.queue.worker`` in a fresh interpreter (what the worker
   Lambda's cold start pays for Powertools batch + idempotency and our wiring, before loading a model);
 - per engine, median milliseconds of ``save_inprogress`` (the conditional claim), ``save_success`` (storing the
-  outcome) and ``get_record`` (what ``GET .../turns/{id}`` reads), over ``--records`` fresh turn ids.
+  outcome) and ``get_record`` (what ``GET .../turns/{id}`` reads), over ``--records`` fresh turn ids;
+- ``turn``: whole queued turns through the worker's record handler and Powertools' batch processor on the shipped
+  model (SQLite): median handler wall time, median generation time as the chat service records it
+  (``latency_ms``: from the prepared context to the last token), and the rest: parsing, the idempotency claim and
+  completion, the transcript check, building the context and the append (``--turns`` of them; 0 skips it).
 
 SQLite always runs (a temporary folder). Redis and DynamoDB run when given an endpoint: ``--redis-url
 redis://127.0.0.1:6379/0``, ``--dynamodb-endpoint http://127.0.0.1:8000`` (DynamoDB Local; a table is created).
 Numbers against local servers measure our code and the client, not AWS's network latency.
 
-    python -m bench.queue [--records 200] [--imports 5] [--redis-url URL] [--dynamodb-endpoint URL]
+    python -m bench.queue [--records 200] [--turns 20] [--imports 5] [--redis-url URL] [--dynamodb-endpoint URL]
 """
 
 from __future__ import annotations
@@ -63,6 +67,38 @@ def _cycle(layer: BasePersistenceLayer, records: int) -> dict[str, float]:
     return {name: round(statistics.median(values), 3) for name, values in timings.items()}
 
 
+def _turns(count: int, data_dir: Path) -> dict[str, float]:
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
+    from clawdbot.config.settings import Settings
+    from clawdbot.queue.messages import TurnMessage
+    from clawdbot.queue.worker import TurnWorker, new_processor
+    from clawdbot.testing import LambdaContext, load_event
+
+    worker = TurnWorker.from_settings(Settings(data_dir=data_dir / "turns"))
+    event = load_event("sqs-chat-turn")
+    message = TurnMessage.model_validate_json(event["Records"][0]["body"])
+    worker.chat.store.create(message.session_id)
+    handler_ms: list[float] = []
+    generation_ms: list[float] = []
+    for i in range(count + 1):  # the first turn warms the model up and is not counted
+        turn = message.model_copy(update={"turn_id": f"bench-{i}"})
+        event["Records"][0]["body"] = turn.to_body()
+        started = time.perf_counter()
+        response = process_partial_response(event=event, record_handler=worker.record_handler,
+                                            processor=new_processor(), context=LambdaContext())
+        elapsed = (time.perf_counter() - started) * 1000
+        assert response == {"batchItemFailures": []}, response
+        reply = worker.chat.store.read_recent(message.session_id, 1)[0]
+        if i:
+            handler_ms.append(elapsed)
+            generation_ms.append(float(reply.attributes["latency_ms"]))
+    rest_ms = [h - g for h, g in zip(handler_ms, generation_ms, strict=True)]
+    return {"handler_ms": round(statistics.median(handler_ms), 2),
+            "generation_ms": round(statistics.median(generation_ms), 2),
+            "rest_of_turn_ms": round(statistics.median(rest_ms), 2)}
+
+
 def _settings(engine: str, data_dir: Path, args: argparse.Namespace) -> Settings:
     from clawdbot.config.settings import Settings
 
@@ -86,6 +122,7 @@ def _settings(engine: str, data_dir: Path, args: argparse.Namespace) -> Settings
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.queue", description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=200)
+    parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--imports", type=int, default=5)
     parser.add_argument("--redis-url")
     parser.add_argument("--dynamodb-endpoint")
@@ -102,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             layer = build_persistence_layer(_settings(engine, Path(scratch), args))
             results["engines"][engine] = _cycle(layer, args.records)
             print(f"{engine}: {results['engines'][engine]}", flush=True)
+        if args.turns:
+            results["turn"] = _turns(args.turns, Path(scratch))
+            print(f"turn: {results['turn']}", flush=True)
     print(f"import clawdbot.queue.worker: {results['import_ms']} ms")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
