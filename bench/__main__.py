@@ -12,6 +12,7 @@ import sys
 BENCHMARKS: tuple[str, ...] = (
     "generation",
     "sagemaker",
+    "queue",
 )
 
 
