@@ -147,11 +147,47 @@ class DecoderEngine:
                    for g, e in zip(got, expected, strict=True))
 
 
+class _Binding:
+    """The IO-binding calls of the decode loop, by raw pointer, on CPU memory or on the KV cache's device.
+
+    ONNX Runtime's public ``IOBinding.bind_input``/``bind_output`` and ``run_with_iobinding`` wrap pybind methods
+    with per-call bookkeeping (device objects, WebGPU graph-capture checks) that costs a few microseconds per
+    call: several percent of a small model's decode step, paid on every token. When the pybind layer is there
+    (every release so far) we call it directly with prebuilt device descriptors; otherwise the public API.
+    """
+
+    __slots__ = ("cpu_input", "cpu_output", "io", "kv_input", "kv_output", "run")
+
+    def __init__(self, session: ort.InferenceSession, device: str, run_options: ort.RunOptions | None) -> None:
+        self.io = io = session.io_binding()
+        raw, raw_session = getattr(io, "_iobinding", None), getattr(session, "_sess", None)
+        try:
+            from onnxruntime.capi import _pybind_state as C
+
+            cpu = C.OrtDevice(C.OrtDevice.cpu(), C.OrtDevice.default_memory(), 0)
+            kv = cpu if device == "cpu" else C.OrtDevice(C.OrtDevice.cuda(), C.OrtDevice.default_memory(), 0)
+            direct = raw is not None and raw_session is not None
+        except (ImportError, AttributeError):  # pragma: no cover - a future ORT without these internals
+            direct = False
+        if direct:
+            self.cpu_input = lambda name, dtype, shape, ptr: raw.bind_input(name, cpu, dtype, shape, ptr)
+            self.cpu_output = lambda name, dtype, shape, ptr: raw.bind_output(name, cpu, dtype, shape, ptr)
+            self.kv_input = lambda name, dtype, shape, ptr: raw.bind_input(name, kv, dtype, shape, ptr)
+            self.kv_output = lambda name, dtype, shape, ptr: raw.bind_output(name, kv, dtype, shape, ptr)
+            self.run = lambda: raw_session.run_with_iobinding(raw, run_options)
+        else:  # pragma: no cover
+            self.cpu_input = lambda name, dtype, shape, ptr: io.bind_input(name, "cpu", 0, dtype, shape, ptr)
+            self.cpu_output = lambda name, dtype, shape, ptr: io.bind_output(name, "cpu", 0, dtype, shape, ptr)
+            self.kv_input = lambda name, dtype, shape, ptr: io.bind_input(name, device, 0, dtype, shape, ptr)
+            self.kv_output = lambda name, dtype, shape, ptr: io.bind_output(name, device, 0, dtype, shape, ptr)
+            self.run = lambda: session.run_with_iobinding(io, run_options)
+
+
 class _Run:
     """One request's buffers and IO binding. Not shared between threads."""
 
-    __slots__ = ("_buffers", "_flip", "_io", "_keep", "_logits_row", "_mask", "_mask_ptr", "_pos_ptr",
-                 "_positions", "_run_options", "_session", "_spec", "_step_logits", "_token", "device", "engine",
+    __slots__ = ("_bind", "_buffers", "_cpu_input", "_flip", "_keep", "_logits_row", "_mask", "_mask_dtype",
+                 "_mask_ptr", "_pos_ptr", "_positions", "_spec", "_step_logits", "_token", "device", "engine",
                  "in_place", "length")
 
     def __init__(self, engine: DecoderEngine, *, capacity: int, in_place: bool,
@@ -163,10 +199,11 @@ class _Run:
         self.in_place = in_place
         self.device = engine.device
         self.length = 0  # tokens in the cache
-        self._session = engine.session
-        self._run_options = run_options
-        self._io = engine.session.io_binding()
+        self._spec = spec
+        self._bind = _Binding(engine.session, engine.device, run_options)
+        self._cpu_input = self._bind.cpu_input
         self._mask = np.ones((1, capacity), dtype=engine._mask_dtype)
+        self._mask_dtype = self._mask.dtype
         self._positions = np.arange(capacity, dtype=engine._pos_dtype).reshape(1, capacity)
         self._token = np.zeros((1, 1), dtype=engine._ids_dtype)
         self._step_logits = np.empty((1, 1, engine.vocab_size), dtype=engine._logits_dtype)
@@ -174,8 +211,7 @@ class _Run:
         # Raw addresses, read once: ``ndarray.ctypes`` builds an object on every access.
         self._mask_ptr = int(self._mask.ctypes.data)
         self._pos_ptr = int(self._positions.ctypes.data)
-        self._spec = spec
-        self._keep: list[Any] = []  # owners of device memory bound by pointer
+        self._keep: list[Any] = []  # owners of memory bound by pointer
         self._flip = 0
         # Per tensor: 1 buffer (in place) or 2 alternating buffers (concat), each holding `capacity` positions.
         shape = (1, spec.kv_heads, capacity, spec.head_dim)
@@ -202,28 +238,28 @@ class _Run:
         """Run the prompt; returns the last position's logits (valid until the next call)."""
         import numpy as np
 
-        engine, spec, io = self.engine, self.engine.spec, self._io
+        engine, spec, bind = self.engine, self._spec, self._bind
         n = len(prompt_ids)
         ids = np.asarray(prompt_ids, dtype=engine._ids_dtype).reshape(1, n)
         rows = 1 if spec.last_logits_only else n
         logits = np.empty((1, rows, engine.vocab_size), dtype=engine._logits_dtype)
         self._keep.append(ids)
-        io.bind_input(spec.input_ids, "cpu", 0, ids.dtype, [1, n], ids.ctypes.data)
-        io.bind_output(spec.logits, "cpu", 0, logits.dtype, [1, rows, engine.vocab_size], logits.ctypes.data)
+        bind.cpu_input(spec.input_ids, ids.dtype, [1, n], ids.ctypes.data)
+        bind.cpu_output(spec.logits, logits.dtype, [1, rows, engine.vocab_size], logits.ctypes.data)
         if spec.use_cache_branch:
             self._keep.append(flag := np.zeros((1,), dtype=bool))
-            io.bind_input(spec.use_cache_branch, "cpu", 0, flag.dtype, [1], flag.ctypes.data)
+            bind.cpu_input(spec.use_cache_branch, flag.dtype, [1], flag.ctypes.data)
         self._bind_positions(0, n)
         self._bind_cache(0, n)
         self._run()
         self.length = n
         # From now on every step feeds one token and reads one logits row from fixed buffers.
-        io.bind_input(spec.input_ids, "cpu", 0, self._token.dtype, [1, 1], self._token.ctypes.data)
-        io.bind_output(spec.logits, "cpu", 0, self._step_logits.dtype, [1, 1, engine.vocab_size],
-                       self._step_logits.ctypes.data)
+        bind.cpu_input(spec.input_ids, self._token.dtype, [1, 1], self._token.ctypes.data)
+        bind.cpu_output(spec.logits, self._step_logits.dtype, [1, 1, engine.vocab_size],
+                        self._step_logits.ctypes.data)
         if spec.use_cache_branch:
             self._keep.append(flag := np.ones((1,), dtype=bool))
-            io.bind_input(spec.use_cache_branch, "cpu", 0, flag.dtype, [1], flag.ctypes.data)
+            bind.cpu_input(spec.use_cache_branch, flag.dtype, [1], flag.ctypes.data)
         return logits[0, -1]
 
     def step(self, token: int) -> np.ndarray:
@@ -241,37 +277,37 @@ class _Run:
         return self._logits_row
 
     def _run(self) -> None:
-        self._session.run_with_iobinding(self._io, self._run_options)
+        self._bind.run()
         if self.device != "cpu":
-            self._io.synchronize_outputs()
+            self._bind.io.synchronize_outputs()
 
     def _bind_positions(self, past: int, new: int) -> None:
-        spec, io = self._spec, self._io
-        io.bind_input(spec.attention_mask, "cpu", 0, self._mask.dtype, [1, past + new], self._mask_ptr)
+        spec = self._spec
+        self._cpu_input(spec.attention_mask, self._mask_dtype, [1, past + new], self._mask_ptr)
         if spec.position_ids:
             pos = self._positions
-            io.bind_input(spec.position_ids, "cpu", 0, pos.dtype, [1, new], self._pos_ptr + past * pos.itemsize)
+            self._cpu_input(spec.position_ids, pos.dtype, [1, new], self._pos_ptr + past * pos.itemsize)
 
     def _bind_cache(self, past: int, new: int) -> None:
-        spec, io, dtype, device = self.engine.spec, self._io, self.engine._kv_dtype, self.device
+        spec, dtype = self._spec, self.engine._kv_dtype
+        kv_input, kv_output = self._bind.kv_input, self._bind.kv_output
         heads, dim = spec.kv_heads, spec.head_dim
         if self.in_place:  # bound once, at prefill: same buffers and (capacity-long) shape for every step
-            capacity = self._mask.shape[1]
-            shape = [1, heads, capacity, dim]
+            shape = [1, heads, self._mask.shape[1], dim]
             for layer, (key, value) in zip(spec.layers, _pairs(self._buffers), strict=True):
                 for past_name, present_name, buffer in ((layer.past_key, layer.present_key, key[0]),
                                                         (layer.past_value, layer.present_value, value[0])):
-                    io.bind_input(past_name, device, 0, dtype, shape, buffer)
-                    io.bind_output(present_name, device, 0, dtype, shape, buffer)
+                    kv_input(past_name, dtype, shape, buffer)
+                    kv_output(present_name, dtype, shape, buffer)
             return
         source, target = self._flip, 1 - self._flip
         self._flip = target
         past_shape, present_shape = [1, heads, past, dim], [1, heads, past + new, dim]
         for layer, (key, value) in zip(spec.layers, _pairs(self._buffers), strict=True):
-            io.bind_input(layer.past_key, device, 0, dtype, past_shape, key[source])
-            io.bind_input(layer.past_value, device, 0, dtype, past_shape, value[source])
-            io.bind_output(layer.present_key, device, 0, dtype, present_shape, key[target])
-            io.bind_output(layer.present_value, device, 0, dtype, present_shape, value[target])
+            kv_input(layer.past_key, dtype, past_shape, key[source])
+            kv_input(layer.past_value, dtype, past_shape, value[source])
+            kv_output(layer.present_key, dtype, present_shape, key[target])
+            kv_output(layer.present_value, dtype, present_shape, value[target])
 
 
 def _pairs(buffers: list[list[int]]) -> Iterator[tuple[list[int], list[int]]]:
