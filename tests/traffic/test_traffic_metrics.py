@@ -109,7 +109,11 @@ def fresh_clawdbot_logger(monkeypatch: pytest.MonkeyPatch) -> None:
     for attr in ("handlers", "filters", "propagate", "level", "disabled"):
         monkeypatch.setattr(log, attr, copy.copy(getattr(log, attr)))
     log.handlers.clear()
-    monkeypatch.setattr(log, "init", False, raising=False)
+    # the markers Powertools leaves on a logger it configured (restored, or removed, afterwards)
+    for attr in ("init", "powertools_handler", "powertools_buffer_config", "powertools_buffer_cache"):
+        monkeypatch.setattr(log, attr, None, raising=False)
+    for handler in logging.root.handlers:  # Powertools adds a duplicate-suppressing filter to these
+        monkeypatch.setattr(handler, "filters", copy.copy(handler.filters))
 
 
 def test_emf_documents_and_log_lines_from_the_lambda_path(model_dir: Path, tmp_path: Path,
