@@ -1,13 +1,15 @@
 """The SageMaker path under load: the real container process behind the loopback SageMaker router, called with
 boto3 through :class:`SageMakerBackend`, at several container concurrency settings.
 
-For each ``--concurrency`` value (the container's ``CLAWDBOT_CONTAINER_CONCURRENCY``: generations run at once)
-the container is started fresh and ``--clients`` threads each stream ``--requests`` greedy completions of at most
-``--tokens`` tokens through ``invoke_endpoint_with_response_stream``. Reported: aggregate completion tokens/s
-(all tokens / wall time of the whole batch), median time to first text, median request latency. A single
-in-process ``OnnxBackend`` stream on the same model gives the baseline the HTTP + event-stream path adds to.
+Every setting runs the same workload: ``--clients`` x ``--requests`` chat turns, each sampled with its own seed
+(so each turn produces the same tokens in every setting: ``completion_tokens`` must match across rows) and at most
+``--tokens`` tokens. ``direct`` runs that workload one turn after another on an in-process ``OnnxBackend`` (no
+HTTP, no event stream, no concurrency): the baseline. For each ``--concurrency`` value (the container's
+``CLAWDBOT_CONTAINER_CONCURRENCY``) a fresh container serves the workload streamed by ``--clients`` threads
+through ``invoke_endpoint_with_response_stream``. Reported: turns/s, completion tokens/s (wall time of the whole
+workload), median time to the first text and median turn latency.
 
-    python -m bench.sagemaker [--model-dir DIR] [--concurrency 1 2 4] [--clients 4] [--requests 3] [--tokens 48]
+    python -m bench.sagemaker [--model-dir DIR] [--concurrency 1 2 4] [--clients 4] [--requests 4] [--tokens 48]
 """
 
 from __future__ import annotations
@@ -29,15 +31,20 @@ RESULTS = REPO / "bench" / "results" / "sagemaker.json"
 PROMPT = "Hi! I'm planning a trip to the mountains next week. What should I pack?"
 
 
-def _stream_once(backend: Any, index: int, tokens: int) -> tuple[float, float, int]:
-    """(seconds to first text, seconds to the end, completion tokens) of one streamed request."""
+def _workload(turns: int, tokens: int) -> list[tuple[list[Any], Any]]:
     from clawdbot.inference.types import ChatMessage, GenerationParams
 
-    messages = [ChatMessage("user", f"{PROMPT} (request {index})")]
+    return [([ChatMessage("user", f"{PROMPT} (turn {i})")], GenerationParams(max_tokens=tokens, temperature=0.8,
+                                                                             seed=i)) for i in range(turns)]
+
+
+def _stream_once(backend: Any, turn: tuple[list[Any], Any]) -> tuple[float, float, int]:
+    """(seconds to first text, seconds to the end, completion tokens) of one streamed turn."""
+    messages, params = turn
     started = time.perf_counter()
     first = None
     last = None
-    for delta in backend.stream(messages, GenerationParams(max_tokens=tokens, temperature=0)):
+    for delta in backend.stream(messages, params):
         if delta.text and first is None:
             first = time.perf_counter() - started
         last = delta
@@ -45,53 +52,52 @@ def _stream_once(backend: Any, index: int, tokens: int) -> tuple[float, float, i
     return (first if first is not None else total), total, last.completion_tokens if last else 0
 
 
-def _run_setting(model_dir: Path, bundle_dir: Path, concurrency: int, clients: int, requests: int,
-                 tokens: int, threads: int | None, scratch: Path) -> dict[str, Any]:
-    from clawdbot.inference.sagemaker import SageMakerBackend, SageMakerConfig
-    from tests.sagemaker.conftest import start_container, stop_container
-    from tests.sagemaker.router import SageMakerRouter
-
-    env = {"CLAWDBOT_CONTAINER_CONCURRENCY": str(concurrency)}
-    if threads:
-        env["CLAWDBOT_INFERENCE_THREADS"] = str(threads)
-    else:
-        env["CLAWDBOT_INFERENCE_THREADS"] = ""
-    container = start_container(model_dir, scratch / f"serve-{concurrency}.log", env=env)
-    try:
-        with SageMakerRouter(container.url) as router:
-            os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = router.url
-            backend = SageMakerBackend("bench", bundle_dir, config=SageMakerConfig(max_attempts=1))
-            _stream_once(backend, -1, 4)  # warm-up: client creation, first session run
-            started = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
-                timings = list(pool.map(lambda i: _stream_once(backend, i, tokens), range(clients * requests)))
-            wall = time.perf_counter() - started
-            backend.close()
-    finally:
-        stop_container(container)
+def _summary(timings: list[tuple[float, float, int]], wall: float) -> dict[str, Any]:
     produced = sum(t[2] for t in timings)
     return {
-        "container_concurrency": concurrency,
-        "clients": clients,
-        "requests": len(timings),
+        "turns": len(timings),
         "completion_tokens": produced,
+        "turns_per_s": round(len(timings) / wall, 2),
         "tokens_per_s": round(produced / wall, 1),
         "median_first_text_s": round(statistics.median(t[0] for t in timings), 4),
         "median_latency_s": round(statistics.median(t[1] for t in timings), 4),
     }
 
 
-def _direct(model_dir: Path, tokens: int, threads: int | None) -> dict[str, Any]:
+def _through_sagemaker(model_dir: Path, bundle_dir: Path, concurrency: int, clients: int,
+                       workload: list[tuple[list[Any], Any]], threads: int | None,
+                       scratch: Path) -> dict[str, Any]:
+    from clawdbot.inference.sagemaker import SageMakerBackend, SageMakerConfig
+    from tests.sagemaker.conftest import start_container, stop_container
+    from tests.sagemaker.router import SageMakerRouter
+
+    env = {"CLAWDBOT_CONTAINER_CONCURRENCY": str(concurrency), "CLAWDBOT_INFERENCE_THREADS": str(threads or "")}
+    container = start_container(model_dir, scratch / f"serve-{concurrency}.log", env=env)
+    try:
+        with SageMakerRouter(container.url) as router:
+            os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = router.url
+            backend = SageMakerBackend("bench", bundle_dir, config=SageMakerConfig(max_attempts=1))
+            _stream_once(backend, workload[0])  # warm-up: client creation, first session run
+            started = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                timings = list(pool.map(lambda turn: _stream_once(backend, turn), workload))
+            wall = time.perf_counter() - started
+            backend.close()
+    finally:
+        stop_container(container)
+    return {"container_concurrency": concurrency, "clients": clients, **_summary(timings, wall)}
+
+
+def _direct(model_dir: Path, workload: list[tuple[list[Any], Any]], threads: int | None) -> dict[str, Any]:
     from clawdbot.inference.onnx import OnnxBackend, RuntimeOptions
 
     backend = OnnxBackend(model_dir, options=RuntimeOptions(threads=threads))
-    _stream_once(backend, -1, 4)
-    runs = [_stream_once(backend, i, tokens) for i in range(3)]
+    _stream_once(backend, workload[0])
+    started = time.perf_counter()
+    timings = [_stream_once(backend, turn) for turn in workload]
+    wall = time.perf_counter() - started
     backend.close()
-    return {
-        "tokens_per_s": round(statistics.median(t[2] / t[1] for t in runs), 1),
-        "median_first_text_s": round(statistics.median(t[0] for t in runs), 4),
-    }
+    return _summary(timings, wall)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=3, help="requests per client")
+    parser.add_argument("--requests", type=int, default=4, help="turns per client")
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: CPUs available)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -115,19 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"),
                         ("AWS_DEFAULT_REGION", "us-east-1")):
         os.environ.setdefault(name, value)
+    workload = _workload(args.clients * args.requests, args.tokens)
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         bundle = copy_bundle(args.model_dir, scratch / args.model_dir.resolve().name)
-        direct = _direct(args.model_dir, args.tokens, args.threads)
-        settings = [_run_setting(args.model_dir, bundle, c, args.clients, args.requests, args.tokens, args.threads,
-                                 scratch) for c in args.concurrency]
+        direct = _direct(args.model_dir, workload, args.threads)
+        settings = [_through_sagemaker(args.model_dir, bundle, c, args.clients, workload, args.threads, scratch)
+                    for c in args.concurrency]
     result = {
         "model": args.model_dir.resolve().name,
         "machine": {"platform": platform.platform(), "cpus_available": available_cpus(),
                     "python": platform.python_version()},
         "threads": args.threads or "auto",
-        "tokens_per_request": args.tokens,
-        "direct_single_stream": direct,
+        "max_tokens_per_turn": args.tokens,
+        "sampling": "temperature 0.8, seed = turn index",
+        "direct_sequential": direct,
         "through_sagemaker_path": settings,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import http.client
 import json
 import re
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -104,6 +105,16 @@ class RoutedRequest:
 
 
 # --------------------------------------------------------------------------------------------- router
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client closing its kept-alive connection (boto3 shutting down its pool) is not an error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class SageMakerRouter:
     def __init__(self, container_url: str, *, part_size: int | None = None,
                  invocation_timeout: float = 60.0) -> None:
@@ -115,8 +126,7 @@ class SageMakerRouter:
         self.requests: list[RoutedRequest] = []
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="sagemaker-router", daemon=True)
 
     @property

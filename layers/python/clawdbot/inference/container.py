@@ -68,9 +68,9 @@ DEFAULT_PORT = 8080
 KEEP_ALIVE_SECONDS = 75
 #: SageMaker sends SIGKILL 30 s after SIGTERM; finish in-flight requests within that.
 GRACEFUL_SHUTDOWN_SECONDS = 25
-#: Generations run at once. Two keep the cores busy while one request is between tokens (sampling, detokenizing
-#: in Python) without splitting ONNX Runtime's thread pool among many; see docs/sagemaker.md for measurements.
-DEFAULT_MAX_CONCURRENCY = 2
+#: Fewest generations run at once: one request is always between tokens (sampling, detokenizing, HTTP in Python)
+#: while another runs the graph; see docs/sagemaker.md for measurements. The default is the CPUs available.
+MIN_DEFAULT_CONCURRENCY = 2
 
 
 # --------------------------------------------------------------------------------------------- model folder
@@ -285,6 +285,17 @@ def load_onnx_backend(model_dir: Path, *, model_id: str | None = None, threads: 
     return OnnxBackend(model_dir, model_id=model_id, options=RuntimeOptions(threads=threads))
 
 
+def default_concurrency() -> int:
+    """One generation per CPU the container may use (cgroup-aware), at least two.
+
+    A small decoder's step is too short for ONNX Runtime to spread over many cores, so throughput comes from
+    running requests side by side rather than from more intra-op threads.
+    """
+    from clawdbot.inference.onnx.runtime import available_cpus
+
+    return max(MIN_DEFAULT_CONCURRENCY, available_cpus())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="serve", description="Serve a clawdbot model under SageMaker's hosting contract."
@@ -300,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=_env_int("CLAWDBOT_INFERENCE_THREADS"),
                         help="engine threads (default: $CLAWDBOT_INFERENCE_THREADS, else the CPUs available)")
     parser.add_argument("--max-concurrency", type=int, default=_env_int("CLAWDBOT_CONTAINER_CONCURRENCY"),
-                        help="generations run at once (default: $CLAWDBOT_CONTAINER_CONCURRENCY, else 2)")
+                        help="generations run at once "
+                             "(default: $CLAWDBOT_CONTAINER_CONCURRENCY, else the CPUs available, at least 2)")
     parser.add_argument("serve", nargs="?", help=argparse.SUPPRESS)  # `docker run IMAGE serve` with an ENTRYPOINT
     return parser
 
@@ -320,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     model_dir = resolve_model_dir(args.model_dir)
-    max_concurrency = args.max_concurrency or DEFAULT_MAX_CONCURRENCY
+    max_concurrency = args.max_concurrency or default_concurrency()
     logger.info("serving %s on %s:%d (threads=%s, max_concurrency=%d)",
                 model_dir, args.host, args.port, args.threads or "auto", max_concurrency)
 
