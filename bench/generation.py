@@ -10,7 +10,8 @@ What runs, side by side in one process, interleaved run by run (so background lo
 
 Every engine gets the same prompt ids, generates exactly ``--tokens`` greedy tokens (EOS ignored, so the work is
 identical) with the same intra-op thread count. Reported: median tokens/s (generated tokens / wall time from the
-call to the last token) and median time to first token. The builder needs a transformers folder: the trainer's
+call to the last token), median time to first token, and median tokens per CPU-second of the process (less
+sensitive than wall time to other work on a shared machine). The builder needs a transformers folder: the trainer's
 checkpoint when present, else a random-init model of the shipped ``config.json`` (speed does not depend on the
 weights' values when the token count is fixed; ``genai_weights`` in the results says which).
 
@@ -40,8 +41,8 @@ RESULTS = REPO / "bench" / "results" / "generation.json"
 PROMPT = "Hi! I'm planning a trip to the mountains next week. What should I pack?"
 SYSTEM = "You are Clawdbot, a friendly and concise assistant."
 
-#: One measured run: (seconds to first token, seconds to last token, tokens generated).
-Timing = tuple[float, float, int]
+#: One measured run: (seconds to first token, seconds to last token, tokens generated, CPU seconds used).
+Timing = tuple[float, float, int, float]
 
 
 def _cpu_model() -> str:
@@ -76,6 +77,7 @@ def _time_ours(engine: Any, prompt: Sequence[int], tokens: int, use_cache: bool)
     from clawdbot.inference.onnx import Sampler
 
     sampler = Sampler(0.0)
+    cpu = time.process_time()
     start = time.perf_counter()
     first = 0.0
     count = 0
@@ -83,7 +85,7 @@ def _time_ours(engine: Any, prompt: Sequence[int], tokens: int, use_cache: bool)
         count += 1
         if count == 1:
             first = time.perf_counter() - start
-    return first, time.perf_counter() - start, count
+    return first, time.perf_counter() - start, count, time.process_time() - cpu
 
 
 def _genai_runner(folder: Path, threads: int) -> Callable[[Sequence[int], int], Timing]:
@@ -99,6 +101,7 @@ def _genai_runner(folder: Path, threads: int) -> Callable[[Sequence[int], int], 
         params = og.GeneratorParams(model)
         total = len(prompt) + tokens
         params.set_search_options(max_length=total, min_length=total, do_sample=False)
+        cpu = time.process_time()
         start = time.perf_counter()
         generator = og.Generator(model, params)
         generator.append_tokens(list(prompt))
@@ -110,15 +113,16 @@ def _genai_runner(folder: Path, threads: int) -> Callable[[Sequence[int], int], 
             count += 1
             if count == 1:
                 first = time.perf_counter() - start
-        return first, time.perf_counter() - start, count
+        return first, time.perf_counter() - start, count, time.process_time() - cpu
 
     return run
 
 
-def _summary(timings: list[Timing]) -> tuple[float, float]:
-    """(median tokens/s, median ms to first token)."""
-    return (statistics.median(n / total for _, total, n in timings),
-            statistics.median(first * 1000 for first, _, _ in timings))
+def _summary(timings: list[Timing]) -> tuple[float, float, float]:
+    """(median tokens/s, median ms to first token, median tokens per CPU second)."""
+    return (statistics.median(n / total for _, total, n, _ in timings),
+            statistics.median(first * 1000 for first, _, _, _ in timings),
+            statistics.median(n / cpu for _, _, n, cpu in timings if cpu > 0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,22 +132,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="transformers folder with the same weights (default: the trainer's checkpoint)")
     parser.add_argument("--tokens", type=int, default=128, help="tokens generated per run")
     parser.add_argument("--nokv-tokens", type=int, default=32, help="tokens per run without the KV cache")
-    parser.add_argument("--runs", type=int, default=7, help="measured runs per engine (after one warm-up)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: CPUs available)")
+    parser.add_argument("--runs", type=int, default=15, help="measured runs per engine (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads (default: the engine's automatic choice)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     import onnxruntime
     import onnxruntime_genai
 
-    from clawdbot.inference.onnx import OnnxBackend, RuntimeOptions, available_cpus
+    from clawdbot.inference.onnx import OnnxBackend, RuntimeOptions, available_cpus, default_threads
     from clawdbot.inference.types import ChatMessage
     from training.export_onnx import build_genai_model
 
     if not (args.model_dir / "model.onnx").is_file():
         print(f"no model at {args.model_dir} (train it: python -m training.train)", file=sys.stderr)
         return 1
-    threads = args.threads or available_cpus()
+    threads = args.threads or default_threads(
+        sum(p.stat().st_size for p in args.model_dir.glob("model.onnx*") if p.is_file()))
     options = RuntimeOptions(threads=threads, providers=("CPUExecutionProvider",))
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
 
@@ -201,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         "python_version": platform.python_version(),
     }
     for name, values in timings.items():
-        rate, ttft = _summary(values)
+        rate, ttft, per_cpu = _summary(values)
         results[f"{name}_tokens_per_s"] = round(rate, 1)
         results[f"{name}_ttft_ms"] = round(ttft, 2)
+        results[f"{name}_tokens_per_cpu_s"] = round(per_cpu, 1)
     results["ours_fused_vs_genai_speed_ratio"] = round(
         results["ours_fused_kv_tokens_per_s"] / results["genai_tokens_per_s"], 3)
     results["ours_kv_vs_nokv_speed_ratio"] = round(
@@ -225,9 +232,10 @@ def _print_table(results: dict[str, Any]) -> None:
     ]
     print(f"{results['model_dir']}: {results['model_layers']} layers, prompt {results['prompt_tokens']} tokens, "
           f"{results['generated_tokens']} generated, {results['threads']} thread(s), {results['cpu_model']}")
-    print(f"{'engine':<40} {'tokens/s':>10} {'TTFT ms':>9}")
+    print(f"{'engine':<40} {'tokens/s':>10} {'TTFT ms':>9} {'tokens/CPU-s':>13}")
     for label, key in rows:
-        print(f"{label:<40} {results[key + '_tokens_per_s']:>10.1f} {results[key + '_ttft_ms']:>9.2f}")
+        print(f"{label:<40} {results[key + '_tokens_per_s']:>10.1f} {results[key + '_ttft_ms']:>9.2f} "
+              f"{results[key + '_tokens_per_cpu_s']:>13.1f}")
     print(f"ours (fused) / genai: {results['ours_fused_vs_genai_speed_ratio']:.3f}x; "
           f"KV cache / no cache: {results['ours_kv_vs_nokv_speed_ratio']:.1f}x")
 

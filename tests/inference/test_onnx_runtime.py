@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from clawdbot.inference.exceptions import ModelLoadError
-from clawdbot.inference.onnx import RuntimeOptions, available_cpus
+from clawdbot.inference.onnx import RuntimeOptions, available_cpus, default_threads
 from clawdbot.inference.onnx.runtime import create_session
 
 if TYPE_CHECKING:
@@ -43,3 +43,16 @@ def test_session_threads_and_cpu_provider(llama_dir: Path) -> None:
 def test_unavailable_provider_is_a_load_error(llama_dir: Path) -> None:
     with pytest.raises(ModelLoadError, match="NoSuchExecutionProvider"):
         create_session(llama_dir / "model.onnx", RuntimeOptions(providers=("NoSuchExecutionProvider",)))
+
+
+def test_default_threads_grow_with_the_model_and_stop_at_the_cpus() -> None:
+    mib = 1 << 20
+    assert default_threads(18 * mib, cpus=16) == 1  # our shipped model: one thread
+    assert default_threads(300 * mib, cpus=16) == 3
+    assert default_threads(4096 * mib, cpus=8) == 8
+    assert default_threads(4096 * mib, cpus=1) == 1
+
+
+def test_automatic_threads_for_a_tiny_model(llama_dir: Path) -> None:
+    session, _ = create_session(llama_dir / "model.onnx", RuntimeOptions(providers=("CPUExecutionProvider",)))
+    assert session.get_session_options().intra_op_num_threads == 1

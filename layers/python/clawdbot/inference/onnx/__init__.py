@@ -8,7 +8,7 @@ from clawdbot.inference.onnx.chat_template import ChatTemplate
 from clawdbot.inference.onnx.engine import DecoderEngine
 from clawdbot.inference.onnx.graph import GraphSpec, KVLayer
 from clawdbot.inference.onnx.model_folder import ModelFolder
-from clawdbot.inference.onnx.runtime import RuntimeOptions, available_cpus
+from clawdbot.inference.onnx.runtime import RuntimeOptions, available_cpus, default_threads
 from clawdbot.inference.onnx.sampling import Sampler
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "RuntimeOptions",
     "Sampler",
     "available_cpus",
+    "default_threads",
 ]
