@@ -177,6 +177,19 @@ class ModelSource:
     def s3_uri(self) -> str | None:
         return f"s3://{self.s3_bucket}/{self.s3_key}" if self.s3_bucket else None
 
+    @property
+    def name(self) -> str:
+        """The model id clients send: the folder's name, or for ``s3://.../NAME/model.tar.gz`` that NAME.
+
+        Set explicitly on both sides (Lambda and container) because their model folders are named by AWS
+        (``/var/task/model``, ``/opt/ml/model``), not by the user.
+        """
+        if self.local_dir is not None:
+            return self.local_dir.resolve().name
+        parts = [p for p in str(self.s3_key).split("/") if p]
+        last = parts[-1].removesuffix(".tar.gz") if parts else "model"
+        return parts[-2] if last == "model" and len(parts) > 1 else last
+
 
 @dataclass(frozen=True)
 class StackInputs:

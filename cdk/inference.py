@@ -99,6 +99,7 @@ class Inference(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         self.quota = quota
+        self.model_name = model.name
         self.endpoint_name = f"{stack.stack_name.lower()}-chat"
 
         # Pre-created so it is encrypted and expires; SageMaker writes the container's stdout into it.
@@ -126,7 +127,7 @@ class Inference(Construct):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=image.image_uri,
                 model_data_url=model_data_url,
-                environment={"CLAWDBOT_LOG_LEVEL": "INFO"},
+                environment={"CLAWDBOT_LOG_LEVEL": "INFO", "CLAWDBOT_MODEL_NAME": model.name},
             ),
         )
         self.model.node.add_dependency(self.role)
@@ -330,7 +331,8 @@ class Inference(Construct):
         conversation never switches model mid-way) and tags its business metrics with the arm's name, which is
         the variant's name, so the dashboard's per-variant lines line up with SageMaker's.
         """
-        env = {"CLAWDBOT_INFERENCE": "sagemaker", "CLAWDBOT_SAGEMAKER_ENDPOINT": self.endpoint.attr_endpoint_name}
+        env = {"CLAWDBOT_INFERENCE": "sagemaker", "CLAWDBOT_SAGEMAKER_ENDPOINT": self.endpoint.attr_endpoint_name,
+               "CLAWDBOT_MODEL_NAME": self.model_name}
         variants = self.quota.variants
         if self.quota.placement == "endpoint" and len(variants) > 1:
             env["CLAWDBOT_AB_VARIANTS"] = json.dumps(

@@ -96,6 +96,8 @@ def test_worker_timeout_must_fit_the_queue_visibility(tmp_path: Path) -> None:
 def test_model_path_forms(tmp_path: Path) -> None:
     source = parse_model("s3://my-models/clawdbot/v3/model.tar.gz")
     assert (source.s3_bucket, source.s3_key) == ("my-models", "clawdbot/v3/model.tar.gz")
+    assert source.name == "v3"  # s3://.../NAME/model.tar.gz is served as NAME
+    assert parse_model("s3://my-models/support-bot.tar.gz").name == "support-bot"
     with pytest.raises(ConfigError, match=r"'model'.*s3://BUCKET/KEY.tar.gz"):
         parse_model("s3://my-models/model.onnx")
     with pytest.raises(ConfigError, match=r"'model'.*no folder"):

@@ -77,6 +77,8 @@ def test_lambdas_are_arm64_python_with_the_shared_layer_and_app_environment(synt
         assert env["CLAWDBOT_INFERENCE"] == "sagemaker"
         assert env["CLAWDBOT_SAGEMAKER_ENDPOINT"]["Fn::GetAtt"][1] == "EndpointName"
         assert env["CLAWDBOT_MODEL_DIR"] == "/var/task/model"
+        # AWS names the model folders (/var/task/model, /opt/ml/model): the id clients send is set explicitly
+        assert env["CLAWDBOT_MODEL_NAME"] == "clawdbot-tiny-chat"
         assert env["CLAWDBOT_API_KEY_SECRET_ARN"]["Ref"].startswith("SecurityApiKeySecret")
         assert env["CLAWDBOT_QUEUE_URL"]["Ref"].startswith("QueueTurns")
         assert env["POWERTOOLS_SERVICE_NAME"] == "clawdbot"
@@ -144,6 +146,7 @@ def test_model_image_archive_and_network_isolation(synthesized: Synthesized) -> 
     model = _only(synthesized, "AWS::SageMaker::Model")["Properties"]
     assert model["EnableNetworkIsolation"] is True
     container = model["PrimaryContainer"]
+    assert container["Environment"]["CLAWDBOT_MODEL_NAME"] == "clawdbot-tiny-chat"
     assert "ecr" in json.dumps(container["Image"])  # the Docker image asset's repository URI
     assert container["ModelDataUrl"]["Fn::Sub"].startswith("s3://cdk-")
     assert container["ModelDataUrl"]["Fn::Sub"].endswith(".gz")  # our gzip tarball (CDK keeps the last suffix)
