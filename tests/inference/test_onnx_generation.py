@@ -193,15 +193,20 @@ def test_concurrent_requests_match_sequential(any_backend: OnnxBackend) -> None:
 
 
 @pytest.mark.parametrize("model", TINY_MODELS)
-def test_last_position_rewrite_changes_nothing_but_the_work(model: str, request: pytest.FixtureRequest) -> None:
+def test_graph_rewrites_change_nothing_but_the_work(model: str, request: pytest.FixtureRequest) -> None:
     from clawdbot.inference.onnx import OnnxBackend, RuntimeOptions
 
-    # GIVEN the same folder loaded with and without the LM-head rewrite
+    # GIVEN the same folder loaded with the load-time rewrites (last-position LM head; for the fused graph,
+    # attention lengths fed directly instead of the mask subgraph) and as exported
     path = request.getfixturevalue(f"{model}_dir")
     rewritten = OnnxBackend(path)
-    plain = OnnxBackend(path, options=RuntimeOptions(last_position_logits=False))
+    plain = OnnxBackend(path, options=RuntimeOptions(last_position_logits=False, direct_attention_lengths=False))
     assert rewritten.engine.spec.last_logits_only
     assert not plain.engine.spec.last_logits_only
+    fused = model == "genai"
+    assert (rewritten.engine.spec.seqlens_k is not None) is fused
+    assert (rewritten.engine.spec.attention_mask is None) is fused
+    assert plain.engine.spec.attention_mask == "attention_mask"
     # THEN prefill logits of the last position and the generated tokens are the same
     ids = plain.encode_prompt(PROMPT)
     full = plain.engine.forward(ids)

@@ -9,7 +9,8 @@ or a pointer) and the KV cache. Two cache layouts, chosen by what the graph does
 
 - **in place** (onnxruntime-genai builder graphs, fused ``GroupQueryAttention``): the past and present of a
   layer are *one* buffer of ``capacity`` positions; the attention op writes the new keys/values at the current
-  length, found from ``attention_mask``. Nothing is copied between steps.
+  length, found from the attention mask (or the lengths fed directly, see ``graph_rewrite``). Nothing is copied
+  between steps.
 - **concatenating** (plain Optimum exports): present = concat(past, new). Two ``capacity``-sized buffers per
   tensor alternate as past and present, so the graph writes straight into memory we own and the next step reads
   it back without a copy or an allocation.
@@ -60,12 +61,12 @@ class DecoderEngine:
 
     @classmethod
     def from_folder(cls, folder: ModelFolder, options: RuntimeOptions | None = None) -> DecoderEngine:
-        from clawdbot.inference.onnx.graph_rewrite import last_position_logits
+        from clawdbot.inference.onnx.graph_rewrite import rewrite
         from clawdbot.inference.onnx.runtime import RuntimeOptions, create_session
 
         options = options or RuntimeOptions()
-        rewritten = (last_position_logits(folder.graph_path, folder.weights_bytes)
-                     if options.last_position_logits else None)
+        rewritten = rewrite(folder.graph_path, folder.weights_bytes, last_position=options.last_position_logits,
+                            attention_lengths=options.direct_attention_lengths)
         session, device = create_session(folder.graph_path, options, graph_bytes=rewritten)
         spec = GraphSpec.from_io(session.get_inputs(), session.get_outputs(), folder)
         return cls(session, spec, device=device)
@@ -83,13 +84,9 @@ class DecoderEngine:
             yield from self._generate_without_cache(prompt_ids, max_new_tokens, sampler)
             return
         run = _Run(self, capacity=len(prompt_ids) + max_new_tokens, in_place=self.in_place_cache)
-        logits = run.prefill(prompt_ids)
-        for produced in range(1, max_new_tokens + 1):
-            token = sampler(logits)
-            yield token
-            if produced == max_new_tokens:
-                return
-            logits = run.step(token)
+        token = sampler(run.prefill(prompt_ids))
+        yield token
+        yield from run.decode(token, max_new_tokens - 1, sampler)
 
     def _generate_without_cache(self, prompt_ids: Sequence[int], max_new_tokens: int,
                                 sampler: Callable[[np.ndarray], int]) -> Iterator[int]:
@@ -110,8 +107,12 @@ class DecoderEngine:
         empty = np.zeros((1, spec.kv_heads, 0, spec.head_dim), dtype=self._kv_dtype)
         feeds: dict[str, Any] = {
             spec.input_ids: np.asarray(ids, dtype=self._ids_dtype).reshape(1, n),
-            spec.attention_mask: np.ones((1, n), dtype=self._mask_dtype),
         }
+        if spec.attention_mask:
+            feeds[spec.attention_mask] = np.ones((1, n), dtype=self._mask_dtype)
+        if spec.seqlens_k and spec.total_length:
+            feeds[spec.seqlens_k] = np.array([n - 1], dtype=np.int32)
+            feeds[spec.total_length] = np.array(n, dtype=np.int32)
         if spec.position_ids:
             feeds[spec.position_ids] = np.arange(n, dtype=self._pos_dtype).reshape(1, n)
         if spec.use_cache_branch:
@@ -148,7 +149,9 @@ class DecoderEngine:
 
 
 class _Binding:
-    """The IO-binding calls of the decode loop, by raw pointer, on CPU memory or on the KV cache's device.
+    """The IO-binding calls of the decode loop: ``bind_input(name, device, dtype, shape, pointer)``,
+    ``bind_output(...)`` and ``run(target, run_options)``, with ``cpu``/``kv`` the device arguments for host
+    buffers and for the KV cache, and ``target`` what ``run`` takes.
 
     ONNX Runtime's public ``IOBinding.bind_input``/``bind_output`` and ``run_with_iobinding`` wrap pybind methods
     with per-call bookkeeping (device objects, WebGPU graph-capture checks) that costs a few microseconds per
@@ -156,9 +159,9 @@ class _Binding:
     (every release so far) we call it directly with prebuilt device descriptors; otherwise the public API.
     """
 
-    __slots__ = ("cpu_input", "cpu_output", "io", "kv_input", "kv_output", "run")
+    __slots__ = ("bind_input", "bind_output", "cpu", "io", "kv", "run", "target")
 
-    def __init__(self, session: ort.InferenceSession, device: str, run_options: ort.RunOptions | None) -> None:
+    def __init__(self, session: ort.InferenceSession, device: str) -> None:
         self.io = io = session.io_binding()
         raw, raw_session = getattr(io, "_iobinding", None), getattr(session, "_sess", None)
         try:
@@ -166,29 +169,25 @@ class _Binding:
 
             cpu = C.OrtDevice(C.OrtDevice.cpu(), C.OrtDevice.default_memory(), 0)
             kv = cpu if device == "cpu" else C.OrtDevice(C.OrtDevice.cuda(), C.OrtDevice.default_memory(), 0)
-            direct = raw is not None and raw_session is not None
         except (ImportError, AttributeError):  # pragma: no cover - a future ORT without these internals
-            direct = False
-        if direct:
-            self.cpu_input = lambda name, dtype, shape, ptr: raw.bind_input(name, cpu, dtype, shape, ptr)
-            self.cpu_output = lambda name, dtype, shape, ptr: raw.bind_output(name, cpu, dtype, shape, ptr)
-            self.kv_input = lambda name, dtype, shape, ptr: raw.bind_input(name, kv, dtype, shape, ptr)
-            self.kv_output = lambda name, dtype, shape, ptr: raw.bind_output(name, kv, dtype, shape, ptr)
-            self.run = lambda: raw_session.run_with_iobinding(raw, run_options)
+            raw = None
+        if raw is not None and raw_session is not None:
+            self.bind_input, self.bind_output = raw.bind_input, raw.bind_output
+            self.run, self.target = raw_session.run_with_iobinding, raw
+            self.cpu, self.kv = cpu, kv
         else:  # pragma: no cover
-            self.cpu_input = lambda name, dtype, shape, ptr: io.bind_input(name, "cpu", 0, dtype, shape, ptr)
-            self.cpu_output = lambda name, dtype, shape, ptr: io.bind_output(name, "cpu", 0, dtype, shape, ptr)
-            self.kv_input = lambda name, dtype, shape, ptr: io.bind_input(name, device, 0, dtype, shape, ptr)
-            self.kv_output = lambda name, dtype, shape, ptr: io.bind_output(name, device, 0, dtype, shape, ptr)
-            self.run = lambda: session.run_with_iobinding(io, run_options)
+            self.bind_input = lambda name, dev, dtype, shape, ptr: io.bind_input(name, dev, 0, dtype, shape, ptr)
+            self.bind_output = lambda name, dev, dtype, shape, ptr: io.bind_output(name, dev, 0, dtype, shape, ptr)
+            self.run, self.target = session.run_with_iobinding, io
+            self.cpu, self.kv = "cpu", device
 
 
 class _Run:
     """One request's buffers and IO binding. Not shared between threads."""
 
-    __slots__ = ("_bind", "_buffers", "_cpu_input", "_flip", "_keep", "_logits_row", "_mask", "_mask_dtype",
-                 "_mask_ptr", "_pos_ptr", "_positions", "_spec", "_step_logits", "_token", "device", "engine",
-                 "in_place", "length")
+    __slots__ = ("_bind", "_buffers", "_flip", "_keep", "_logits_row", "_mask", "_mask_ptr", "_pos_ptr",
+                 "_positions", "_run_options", "_seqlens", "_spec", "_step_logits", "_token", "_total", "device",
+                 "engine", "in_place", "length")
 
     def __init__(self, engine: DecoderEngine, *, capacity: int, in_place: bool,
                  run_options: ort.RunOptions | None = None) -> None:
@@ -200,10 +199,9 @@ class _Run:
         self.device = engine.device
         self.length = 0  # tokens in the cache
         self._spec = spec
-        self._bind = _Binding(engine.session, engine.device, run_options)
-        self._cpu_input = self._bind.cpu_input
+        self._bind = _Binding(engine.session, engine.device)
+        self._run_options = run_options
         self._mask = np.ones((1, capacity), dtype=engine._mask_dtype)
-        self._mask_dtype = self._mask.dtype
         self._positions = np.arange(capacity, dtype=engine._pos_dtype).reshape(1, capacity)
         self._token = np.zeros((1, 1), dtype=engine._ids_dtype)
         self._step_logits = np.empty((1, 1, engine.vocab_size), dtype=engine._logits_dtype)
@@ -213,6 +211,13 @@ class _Run:
         self._pos_ptr = int(self._positions.ctypes.data)
         self._keep: list[Any] = []  # owners of memory bound by pointer
         self._flip = 0
+        # A graph taking the attention lengths directly: two int32 buffers bound once, rewritten every step.
+        self._seqlens = np.zeros((1,), dtype=np.int32)
+        self._total = np.zeros((), dtype=np.int32)
+        if spec.seqlens_k and spec.total_length:
+            bind = self._bind
+            bind.bind_input(spec.seqlens_k, bind.cpu, self._seqlens.dtype, [1], self._seqlens.ctypes.data)
+            bind.bind_input(spec.total_length, bind.cpu, self._total.dtype, [], self._total.ctypes.data)
         # Per tensor: 1 buffer (in place) or 2 alternating buffers (concat), each holding `capacity` positions.
         shape = (1, spec.kv_heads, capacity, spec.head_dim)
         copies = 1 if in_place else 2
@@ -239,34 +244,70 @@ class _Run:
         import numpy as np
 
         engine, spec, bind = self.engine, self._spec, self._bind
+        bind_input, bind_output, cpu = bind.bind_input, bind.bind_output, bind.cpu
         n = len(prompt_ids)
         ids = np.asarray(prompt_ids, dtype=engine._ids_dtype).reshape(1, n)
         rows = 1 if spec.last_logits_only else n
         logits = np.empty((1, rows, engine.vocab_size), dtype=engine._logits_dtype)
         self._keep.append(ids)
-        bind.cpu_input(spec.input_ids, ids.dtype, [1, n], ids.ctypes.data)
-        bind.cpu_output(spec.logits, logits.dtype, [1, rows, engine.vocab_size], logits.ctypes.data)
+        bind_input(spec.input_ids, cpu, ids.dtype, [1, n], ids.ctypes.data)
+        bind_output(spec.logits, cpu, logits.dtype, [1, rows, engine.vocab_size], logits.ctypes.data)
         if spec.use_cache_branch:
             self._keep.append(flag := np.zeros((1,), dtype=bool))
-            bind.cpu_input(spec.use_cache_branch, flag.dtype, [1], flag.ctypes.data)
+            bind_input(spec.use_cache_branch, cpu, flag.dtype, [1], flag.ctypes.data)
         self._bind_positions(0, n)
         self._bind_cache(0, n)
         self._run()
         self.length = n
         # From now on every step feeds one token and reads one logits row from fixed buffers.
-        bind.cpu_input(spec.input_ids, self._token.dtype, [1, 1], self._token.ctypes.data)
-        bind.cpu_output(spec.logits, self._step_logits.dtype, [1, 1, engine.vocab_size],
-                        self._step_logits.ctypes.data)
+        bind_input(spec.input_ids, cpu, self._token.dtype, [1, 1], self._token.ctypes.data)
+        bind_output(spec.logits, cpu, self._step_logits.dtype, [1, 1, engine.vocab_size],
+                    self._step_logits.ctypes.data)
         if spec.use_cache_branch:
             self._keep.append(flag := np.ones((1,), dtype=bool))
-            bind.cpu_input(spec.use_cache_branch, flag.dtype, [1], flag.ctypes.data)
+            bind_input(spec.use_cache_branch, cpu, flag.dtype, [1], flag.ctypes.data)
         return logits[0, -1]
 
-    def step(self, token: int) -> np.ndarray:
-        """Feed one token; returns its logits row (a view of a reused buffer).
+    def decode(self, token: int, steps: int, sampler: Callable[[np.ndarray], int]) -> Iterator[int]:
+        """Feed ``token``, then each sampled token, ``steps`` times; yield the sampled tokens.
 
-        The per-token hot path: with an in-place cache it re-binds only the attention mask's length.
+        The per-token hot path, kept to a handful of local-variable operations: between two model runs the
+        interpreter has to fetch its own code and objects back from memory the run pushed out of the CPU
+        caches, so every attribute lookup and call frame here is paid again on every token. With an in-place
+        cache a step re-binds only the attention mask's length (and positions, if the graph takes them), and
+        with direct attention lengths nothing at all: it writes three integers into buffers bound once.
         """
+        spec, bind, token_buffer, row = self._spec, self._bind, self._token, self._logits_row
+        bind_input, run, target, options, cpu = bind.bind_input, bind.run, bind.target, self._run_options, bind.cpu
+        mask_name, mask_dtype, mask_ptr = spec.attention_mask, self._mask.dtype, self._mask_ptr
+        seqlens, total_length = (self._seqlens, self._total) if spec.seqlens_k else (None, None)
+        positions_name, positions_dtype = spec.position_ids, self._positions.dtype
+        positions_ptr, positions_step = self._pos_ptr, self._positions.itemsize
+        bind_cache = None if self.in_place else self._bind_cache
+        synchronize = bind.io.synchronize_outputs if self.device != "cpu" else None
+        greedy = isinstance(sampler, _sampler_type()) and sampler.greedy
+        total = self.length
+        for _ in range(steps):
+            token_buffer[0, 0] = token
+            if seqlens is not None:
+                seqlens[0] = total
+                total_length[()] = total + 1
+            else:
+                bind_input(mask_name, cpu, mask_dtype, [1, total + 1], mask_ptr)
+            if positions_name:
+                bind_input(positions_name, cpu, positions_dtype, [1, 1], positions_ptr + total * positions_step)
+            if bind_cache is not None:
+                bind_cache(total, 1)
+            run(target, options)
+            if synchronize is not None:
+                synchronize()
+            total += 1
+            self.length = total
+            token = int(row.argmax()) if greedy else sampler(row)
+            yield token
+
+    def step(self, token: int) -> np.ndarray:
+        """Feed one token; returns its logits row (a view of a reused buffer). :meth:`decode` is the fast loop."""
         self._token[0, 0] = token
         past = self.length
         self._bind_positions(past, 1)
@@ -277,39 +318,49 @@ class _Run:
         return self._logits_row
 
     def _run(self) -> None:
-        self._bind.run()
+        self._bind.run(self._bind.target, self._run_options)
         if self.device != "cpu":
             self._bind.io.synchronize_outputs()
 
     def _bind_positions(self, past: int, new: int) -> None:
-        spec = self._spec
-        self._cpu_input(spec.attention_mask, self._mask_dtype, [1, past + new], self._mask_ptr)
+        spec, bind = self._spec, self._bind
+        if spec.seqlens_k:
+            self._seqlens[0] = past + new - 1
+            self._total[()] = past + new
+        else:
+            bind.bind_input(spec.attention_mask, bind.cpu, self._mask.dtype, [1, past + new], self._mask_ptr)
         if spec.position_ids:
             pos = self._positions
-            self._cpu_input(spec.position_ids, pos.dtype, [1, new], self._pos_ptr + past * pos.itemsize)
+            bind.bind_input(spec.position_ids, bind.cpu, pos.dtype, [1, new], self._pos_ptr + past * pos.itemsize)
 
     def _bind_cache(self, past: int, new: int) -> None:
-        spec, dtype = self._spec, self.engine._kv_dtype
-        kv_input, kv_output = self._bind.kv_input, self._bind.kv_output
+        spec, dtype, bind = self._spec, self.engine._kv_dtype, self._bind
+        bind_input, bind_output, kv = bind.bind_input, bind.bind_output, bind.kv
         heads, dim = spec.kv_heads, spec.head_dim
         if self.in_place:  # bound once, at prefill: same buffers and (capacity-long) shape for every step
             shape = [1, heads, self._mask.shape[1], dim]
             for layer, (key, value) in zip(spec.layers, _pairs(self._buffers), strict=True):
                 for past_name, present_name, buffer in ((layer.past_key, layer.present_key, key[0]),
                                                         (layer.past_value, layer.present_value, value[0])):
-                    kv_input(past_name, dtype, shape, buffer)
-                    kv_output(present_name, dtype, shape, buffer)
+                    bind_input(past_name, kv, dtype, shape, buffer)
+                    bind_output(present_name, kv, dtype, shape, buffer)
             return
         source, target = self._flip, 1 - self._flip
         self._flip = target
         past_shape, present_shape = [1, heads, past, dim], [1, heads, past + new, dim]
         for layer, (key, value) in zip(spec.layers, _pairs(self._buffers), strict=True):
-            kv_input(layer.past_key, dtype, past_shape, key[source])
-            kv_input(layer.past_value, dtype, past_shape, value[source])
-            kv_output(layer.present_key, dtype, present_shape, key[target])
-            kv_output(layer.present_value, dtype, present_shape, value[target])
+            bind_input(layer.past_key, kv, dtype, past_shape, key[source])
+            bind_input(layer.past_value, kv, dtype, past_shape, value[source])
+            bind_output(layer.present_key, kv, dtype, present_shape, key[target])
+            bind_output(layer.present_value, kv, dtype, present_shape, value[target])
 
 
 def _pairs(buffers: list[list[int]]) -> Iterator[tuple[list[int], list[int]]]:
     """(key buffers, value buffers) per layer from the flat per-tensor list."""
     return zip(buffers[0::2], buffers[1::2], strict=True)
+
+
+def _sampler_type() -> type:
+    from clawdbot.inference.onnx.sampling import Sampler
+
+    return Sampler

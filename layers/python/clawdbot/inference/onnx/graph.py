@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from clawdbot.inference.exceptions import ModelLoadError
+from clawdbot.inference.onnx.graph_rewrite import SEQLENS_INPUT, TOTAL_LENGTH_INPUT
 
 if TYPE_CHECKING:
     from clawdbot.inference.onnx.model_folder import ModelFolder
@@ -44,7 +45,8 @@ class GraphSpec:
     """The decoder graph's interface; every field was read from the graph (or, for symbolic dims, config)."""
 
     input_ids: str
-    attention_mask: str
+    #: ``None`` only in a graph rewritten to take the attention lengths directly (see ``graph_rewrite``).
+    attention_mask: str | None
     position_ids: str | None
     use_cache_branch: str | None
     logits: str
@@ -59,6 +61,9 @@ class GraphSpec:
     vocab_size: int | None
     #: The graph returns logits for the last position only (``[batch, 1, vocab]``), not for every position.
     last_logits_only: bool = False
+    #: int32 inputs carrying the fused attention's lengths instead of the mask (``graph_rewrite``).
+    seqlens_k: str | None = None
+    total_length: str | None = None
 
     @property
     def num_layers(self) -> int:
@@ -73,7 +78,8 @@ class GraphSpec:
         by_name = {i.name: i for i in inputs}
         out_by_name = {o.name: o for o in outputs}
         problems: list[str] = []
-        for required in ("input_ids", "attention_mask"):
+        direct_lengths = SEQLENS_INPUT in by_name and TOTAL_LENGTH_INPUT in by_name
+        for required in ("input_ids",) if direct_lengths else ("input_ids", "attention_mask"):
             if required not in by_name:
                 problems.append(f"input '{required}' is missing")
         if "logits" not in out_by_name:
@@ -101,7 +107,8 @@ class GraphSpec:
                 continue
             layers.append(KVLayer(*names))  # type: ignore[arg-type]
 
-        known = {"input_ids", "attention_mask", "position_ids", "use_cache_branch", *past.values()}
+        known = {"input_ids", "attention_mask", "position_ids", "use_cache_branch", SEQLENS_INPUT,
+                 TOTAL_LENGTH_INPUT, *past.values()}
         unknown = sorted(set(by_name) - known)
         if unknown:
             problems.append(f"inputs the engine cannot feed: {', '.join(unknown)}")
@@ -129,9 +136,10 @@ class GraphSpec:
         logits = out_by_name["logits"]
         vocab = logits.shape[-1] if logits.shape and isinstance(logits.shape[-1], int) else None
         position_ids = by_name.get("position_ids")
+        mask = by_name.get("attention_mask")
         return cls(
             input_ids="input_ids",
-            attention_mask="attention_mask",
+            attention_mask="attention_mask" if mask is not None else None,
             position_ids="position_ids" if position_ids is not None else None,
             use_cache_branch="use_cache_branch" if "use_cache_branch" in by_name else None,
             logits="logits",
@@ -141,10 +149,12 @@ class GraphSpec:
             kv_dtype=kv_dtype,
             logits_dtype=_dtype(logits.type, "logits"),
             ids_dtype=_dtype(by_name["input_ids"].type, "input_ids"),
-            mask_dtype=_dtype(by_name["attention_mask"].type, "attention_mask"),
+            mask_dtype=_dtype(mask.type, "attention_mask") if mask is not None else "int64",
             positions_dtype=_dtype(position_ids.type, "position_ids") if position_ids is not None else "int64",
             vocab_size=vocab,
             last_logits_only=len(logits.shape) == 3 and logits.shape[1] == 1,
+            seqlens_k=SEQLENS_INPUT if direct_lengths else None,
+            total_length=TOTAL_LENGTH_INPUT if direct_lengths else None,
         )
 
 

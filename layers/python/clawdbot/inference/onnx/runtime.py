@@ -49,6 +49,8 @@ class RuntimeOptions:
     allow_spinning: bool = True
     #: Run the LM head on the last position only (see ``graph_rewrite``); off to get every position's logits.
     last_position_logits: bool = True
+    #: Feed a fused-attention graph its lengths directly instead of deriving them from the mask per step.
+    direct_attention_lengths: bool = True
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
