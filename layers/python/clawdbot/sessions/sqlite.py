@@ -5,7 +5,10 @@ item) holding ``next_seq``, and one ``entries`` row per transcript entry keyed b
 
 Concurrency: WAL lets readers run alongside the one writer; every append runs in ``BEGIN IMMEDIATE``, which takes
 the write lock *before* reading ``next_seq``, so two racing turns (threads or processes) serialize instead of
-reading the same sequence. ``busy_timeout`` makes a blocked writer wait rather than fail. Connections come from a
+reading the same sequence. Threads of one process queue on a Python lock before ``BEGIN IMMEDIATE``: SQLite's
+busy handler polls with sleeps of up to 100 ms, so 64 threads contending on the file lock made most turns wait
+on sleeps rather than on the (sub-millisecond) transactions ahead of them. ``busy_timeout`` still makes a writer
+blocked by another process wait rather than fail. Connections come from a
 small pool (one per concurrent caller, reused across threads) because a sqlite3 connection must not be used by
 two threads at once.
 """
@@ -95,6 +98,8 @@ class SQLiteSessionStore(SessionStore):
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        #: Serializes this process's write transactions (see the module docstring).
+        self._write_lock = threading.Lock()
         self._closed = False
         self._next_purge = 0.0
         with self._connection() as conn:
@@ -131,7 +136,7 @@ class SQLiteSessionStore(SessionStore):
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the database's write lock from its first statement."""
-        with self._connection() as conn:
+        with self._write_lock, self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
