@@ -13,6 +13,7 @@ BENCHMARKS: tuple[str, ...] = (
     "generation",
     "sagemaker",
     "queue",
+    "overhead",
 )
 
 
