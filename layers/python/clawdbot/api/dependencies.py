@@ -28,7 +28,9 @@ class Resources:
     loaded_at: int = 0
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
+    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, a thread hop per request
+    for an attribute read (bench.overhead: about 0.3 ms of a turn)."""
     return request.app.state.resources
 
 
