@@ -18,7 +18,7 @@ from clawdbot.inference.types import ChatMessage
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from clawdbot.chat.service import ChatService, PreparedTurn
+    from clawdbot.chat.service import ChatService, PreparedTurn, TurnResult
 
 router = APIRouter()
 
@@ -51,20 +51,31 @@ async def chat_completions(
         raise NotFoundError(
             f"The model '{body.model}' does not exist. Available: {res.backend.model_id}.",
             param="model", code="model_not_found")
-    turn = await run_in_threadpool(res.chat.prepare, _turn_request(body, x_session_id, caller_id(request),
-                                                                   x_clawdbot_variant))
-    headers = {"x-session-id": turn.session_id} if turn.session_id else {}
-    headers["x-clawdbot-variant"] = turn.variant
+    turn_request = _turn_request(body, x_session_id, caller_id(request), x_clawdbot_variant)
     if body.stream:
+        turn = await run_in_threadpool(res.chat.prepare, turn_request)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _sse(res.chat, turn, include_usage), media_type="text/event-stream",
-            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
-    result = await run_in_threadpool(res.chat.complete, turn)
+            headers={**_turn_headers(turn), "cache-control": "no-cache", "x-accel-buffering": "no"})
+    # One thread hop for the whole blocking turn (store reads, model, append), not one per step.
+    result = await run_in_threadpool(_complete, res.chat, turn_request)
+    turn = result.turn
+    headers = _turn_headers(turn)
     return JSONResponse(completion_dict(
         completion_id=turn.turn_id, created=turn.created, model=turn.model, text=result.text,
         finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens), headers=headers)
+
+
+def _complete(chat: ChatService, request: TurnRequest) -> TurnResult:
+    return chat.complete(chat.prepare(request))
+
+
+def _turn_headers(turn: PreparedTurn) -> dict[str, str]:
+    headers = {"x-session-id": turn.session_id} if turn.session_id else {}
+    headers["x-clawdbot-variant"] = turn.variant
+    return headers
 
 
 def _event(payload: dict[str, Any]) -> bytes:
