@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
+#: History entries the first context read asks for, at least, and the tokens an entry is guessed to take when
+#: sizing that read from the model's context length (see ``ChatService._fit_history``).
+FIRST_READ = 8
+TOKENS_PER_ENTRY_GUESS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +142,9 @@ class ChatService:
             if not system:
                 prompt = None if meta is None else meta.attributes.get("system_prompt")
                 system = [ChatMessage("system", p)] if (p := prompt or system_prompt) else []
-            history = self._history(session_id, create)
             reserve = self._completion_reserve(request)
             budget = backend.context_length - reserve
-            context, prompt_tokens = fit_context(system, history, new_entries, budget,
-                                                 backend.count_prompt_tokens)
+            context, prompt_tokens = self._fit_history(session_id, create, system, new_entries, budget, backend)
         max_tokens = request.max_tokens
         if max_tokens is None:
             max_tokens = max(1, min(self.settings.default_max_tokens,
@@ -188,11 +190,28 @@ class ChatService:
         variant = self.variants.choose(session_id or request.turn_id or new_turn_id(), recorded)
         return variant, session_id is not None and recorded != variant.name
 
-    def _history(self, session_id: str, create: bool) -> list[ChatMessage]:
+    def _fit_history(self, session_id: str, create: bool, system: list[ChatMessage], new: list[ChatMessage],
+                     budget: int, backend: InferenceBackend) -> tuple[list[ChatMessage], int]:
+        """``fit_context`` over the newest ``history_window`` entries, read only as far back as can fit.
+
+        A small model's context holds a few entries of a long session, so the first read asks for about as many
+        as the context could hold (``context_length // TOKENS_PER_ENTRY_GUESS``, at least ``FIRST_READ``) and
+        reads twice as far back only while even the longest tail read so far fits; the answer is the one a
+        read of the whole window gives (a tail that does not fit only grows longer further back), for a
+        fraction of the rows parsed and, on DynamoDB, of the read units.
+        """
         if create:
-            return []
-        entries = self.store.read_recent(session_id, self.settings.history_window)
-        return [ChatMessage(e.role, e.content) for e in entries]
+            return fit_context(system, [], new, budget, backend.count_prompt_tokens)
+        window = self.settings.history_window
+        limit = min(window, max(FIRST_READ, backend.context_length // TOKENS_PER_ENTRY_GUESS))
+        while True:
+            history = [ChatMessage(e.role, e.content) for e in self.store.read_recent(session_id, limit)]
+            context, tokens = fit_context(system, history, new, budget, backend.count_prompt_tokens)
+            used = len(context) - len(system) - len(new)
+            longest = next((len(history) - i for i, m in enumerate(history) if m.role != "assistant"), 0)
+            if len(history) < limit or limit >= window or used < longest:
+                return context, tokens
+            limit = min(window, limit * 2)
 
     def _completion_reserve(self, request: TurnRequest) -> int:
         """Tokens kept free for the reply when fitting history: the client's max_tokens, else a share of the
