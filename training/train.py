@@ -57,15 +57,15 @@ class TrainConfig:
     vocab_size: int = 4096
     # model (Llama architecture)
     context: int = 512
-    hidden_size: int = 256
+    hidden_size: int = 192
     layers: int = 4
-    heads: int = 4
-    kv_heads: int = 4
-    intermediate_size: int = 768
+    heads: int = 3
+    kv_heads: int = 3
+    intermediate_size: int = 512
     # optimisation
     batch_tokens: int = 6144
-    max_steps: int = 800
-    lr: float = 2e-3
+    max_steps: int = 1200
+    lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 40
     weight_decay: float = 0.1
