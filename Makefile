@@ -27,9 +27,11 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 serve: $(SERVE_STAMP)
 	$(BIN)/clawdbot serve --host $(HOST) --port $(PORT)
 
-# Real servers the tests start on loopback ports: Debian's redis-server, DynamoDB Local (npm), the CDK CLI (npm).
+# Real servers the tests start on loopback ports: Debian's redis-server, DynamoDB Local (npm), the CDK CLI (npm);
+# Debian's chromium for the browser tests (tests/web).
 test-servers:
 	@command -v redis-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	@if [ -f package-lock.json ]; then \
 		if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then npm ci --no-audit --no-fund && touch node_modules; fi; \
 	fi

@@ -30,6 +30,10 @@ class StreakCounter(ABC):
     @abstractmethod
     def reset(self, name: str) -> None: ...
 
+    @abstractmethod
+    def value(self, name: str) -> int:
+        """The current value (0 if never counted), for display on /ops."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -47,6 +51,9 @@ class MemoryStreakCounter(StreakCounter):
     def reset(self, name: str) -> None:
         with self._lock:
             self._values[name] = 0
+
+    def value(self, name: str) -> int:
+        return self._values.get(name, 0)
 
 
 class RedisStreakCounter(StreakCounter):
@@ -71,6 +78,9 @@ class RedisStreakCounter(StreakCounter):
 
     def reset(self, name: str) -> None:
         self.client.set(self.PREFIX + name, 0, ex=self.EXPIRY_SECONDS)
+
+    def value(self, name: str) -> int:
+        return int(self.client.get(self.PREFIX + name) or 0)
 
     def close(self) -> None:
         self.client.close()
@@ -104,6 +114,10 @@ class DynamoDBStreakCounter(StreakCounter):
     def reset(self, name: str) -> None:
         self.client.update_item(TableName=self.table, Key=self._key(name), UpdateExpression="SET streak = :zero",
                                 ExpressionAttributeValues={":zero": {"N": "0"}})
+
+    def value(self, name: str) -> int:
+        item = self.client.get_item(TableName=self.table, Key=self._key(name)).get("Item") or {}
+        return int(item.get("streak", {}).get("N", 0))
 
 
 class LatencyGuard:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from clawdbot.exceptions import InvalidRequestError
-from clawdbot.sessions.exceptions import SessionNotFoundError
+from clawdbot.sessions.exceptions import SessionListingUnsupportedError, SessionNotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -124,6 +124,16 @@ class SessionStore(ABC):
         self.get(session_id)
         return self._update_attributes(session_id, dict(attributes), time.time())
 
+    def list_owned(self, owner: str | None, *, limit: int = 50) -> list[SessionMeta]:
+        """Live sessions of ``owner`` (``None``: the open server's), most recently updated first.
+
+        Listing is not use: no expiry slides. Engines without an owner index raise
+        ``SessionListingUnsupportedError`` instead of scanning every session.
+        """
+        now = time.time()
+        limit = max(1, min(limit, self.config.max_page_size))
+        return [m for m in self._list_owned(owner, limit, now) if not self._expired(m, now)]
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -162,6 +172,11 @@ class SessionStore(ABC):
 
     @abstractmethod
     def _delete(self, session_id: str) -> bool: ...
+
+    def _list_owned(self, owner: str | None, limit: int, now: float) -> list[SessionMeta]:
+        """Up to ``limit`` sessions of ``owner`` not expired at ``now``, newest ``updated_at`` first (optional)."""
+        raise SessionListingUnsupportedError(
+            f"{type(self).__name__} cannot list sessions by owner; open a session by its id.")
 
     @abstractmethod
     def _update_attributes(self, session_id: str, attributes: dict[str, Any], now: float) -> SessionMeta: ...

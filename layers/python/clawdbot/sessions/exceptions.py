@@ -27,3 +27,11 @@ class StoreUnavailableError(ServiceUnavailableError, SessionError):
     """The backing store cannot be reached or is throttling."""
 
     code = "store_unavailable"
+
+
+class SessionListingUnsupportedError(SessionError):
+    """The engine keeps no index of sessions by owner, and listing would mean scanning every session."""
+
+    status_code = 501
+    error_type = "invalid_request_error"
+    code = "session_listing_unsupported"

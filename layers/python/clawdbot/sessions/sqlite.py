@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     attributes  TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner, updated_at);
 CREATE TABLE IF NOT EXISTS entries (
     session_id  TEXT NOT NULL,
     seq         INTEGER NOT NULL,
@@ -269,6 +270,13 @@ class SQLiteSessionStore(SessionStore):
             conn.execute("DELETE FROM entries WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
         return meta is not None and not self._expired(meta)
+
+    def _list_owned(self, owner: str | None, limit: int, now: float) -> list[SessionMeta]:
+        with self._connection() as conn:  # ``IS`` matches NULL too and still uses the owner index
+            rows = conn.execute(
+                f"SELECT {_META_COLUMNS} FROM sessions WHERE owner IS ? AND (expires_at IS NULL OR expires_at > ?) "
+                "ORDER BY updated_at DESC LIMIT ?", (owner, now, limit)).fetchall()
+        return [_meta(r) for r in rows]
 
     def _update_attributes(self, session_id: str, attributes: dict[str, Any], now: float) -> SessionMeta:
         with self._write() as conn:

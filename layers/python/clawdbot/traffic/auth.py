@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Paths that never need a key.
-PUBLIC_PATHS = frozenset({"/healthz"})
+#: Paths that never need a key: liveness, and the browser pages with their assets (``clawdbot.web``), which hold
+#: no data — the pages call the API with the key the user types.
+PUBLIC_PATHS = frozenset({"/healthz", "/", "/ops", "/favicon.ico"})
+PUBLIC_PREFIXES = ("/web/",)
 #: Bound on cached lookups (valid and invalid keys alike), so a flood of random keys cannot grow memory.
 CACHE_LIMIT = 10_000
 
@@ -148,7 +150,7 @@ class AuthRateLimitMiddleware:
         self.traffic = traffic
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         try:

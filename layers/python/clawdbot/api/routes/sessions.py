@@ -1,4 +1,4 @@
-"""Session resources: create, read (metadata + paginated transcript), delete."""
+"""Session resources: create, list the caller's, read (metadata + paginated transcript), delete."""
 
 from __future__ import annotations
 
@@ -56,6 +56,14 @@ async def create_session(request: Request, res: Annotated[Resources, Depends(get
         attributes["system_prompt"] = body.system_prompt
     meta = await run_in_threadpool(res.store.create, body.id, owner=caller_id(request), attributes=attributes)
     return JSONResponse(session_dict(meta), status_code=201, headers={"x-session-id": meta.session_id})
+
+
+@router.get("")
+async def list_sessions(request: Request, res: Annotated[Resources, Depends(get_resources)],
+                        limit: Annotated[int, Query(ge=1, le=100)] = 50) -> dict[str, Any]:
+    """The caller's sessions (metadata only), most recently used first — what a chat UI lists."""
+    metas = await run_in_threadpool(res.store.list_owned, caller_id(request), limit=limit)
+    return {"object": "list", "data": [session_dict(m) for m in metas]}
 
 
 @router.get("/{session_id}")
