@@ -1,0 +1,1 @@
+"""Reliability tooling: the store consistency checker that races, fault runs and the soak end with."""
