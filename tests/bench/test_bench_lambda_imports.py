@@ -1,0 +1,39 @@
+"""The Lambda handlers import with only the layer's packages: ``bench.coldstart`` found that the chat API needed
+``aws_xray_sdk`` (Powertools' Tracer), which the layer does not carry, so the deployed function failed at init."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clawdbot.config.settings import DEFAULT_MODEL_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+#: Installed for the tests or the local server, absent from ``layers/requirements.txt``.
+NOT_IN_LAYER = ("aws_xray_sdk", "numpy", "onnxruntime", "uvicorn", "prometheus_client")
+PROBE = """
+import json, sys
+for name in {blocked!r}:
+    sys.modules[name] = None  # unimportable, as in a Lambda whose layer lacks it
+import functions.{function}.handler
+print(json.dumps(sorted(n for n in {blocked!r} if sys.modules.get(n) is not None)))
+"""
+
+
+@pytest.mark.parametrize("function", ["chat_api", "chat_worker"])
+def test_the_handler_imports_without_packages_the_layer_lacks(function: str, tmp_path: Path) -> None:
+    # GIVEN the environment the stack gives the function (SageMaker inference, the tokenizer bundle)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "AWS_LAMBDA_FUNCTION_NAME": f"clawdbot-{function}",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "CLAWDBOT_INFERENCE": "sagemaker", "CLAWDBOT_SAGEMAKER_ENDPOINT": "clawdbot-test",
+           "CLAWDBOT_MODEL_DIR": str(DEFAULT_MODEL_DIR), "CLAWDBOT_SESSION_STORE": "sqlite",
+           "CLAWDBOT_DATA_DIR": str(tmp_path)}
+    # WHEN its module is imported (cold start) THEN it succeeds and pulled in none of them
+    done = subprocess.run([sys.executable, "-c", PROBE.format(blocked=NOT_IN_LAYER, function=function)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
