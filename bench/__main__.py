@@ -14,6 +14,7 @@ BENCHMARKS: tuple[str, ...] = (
     "sagemaker",
     "queue",
     "overhead",
+    "coldstart",
 )
 
 

@@ -1,0 +1,212 @@
+"""Cold start of each Lambda handler module, and the zipped size of each function and of the layer.
+
+Cold start = import + init of ``functions/<name>/handler.py`` in a fresh interpreter, configured as the AWS stack
+configures it (``CLAWDBOT_INFERENCE=sagemaker``, DynamoDB sessions, the tokenizer bundle as the model folder, a
+deploy key): the app or worker is built at import, so the time covers imports, settings, the store's boto3 client,
+the tokenizer and the deploy key's import (one DynamoDB write, against DynamoDB Local here). The deploy key comes
+as ``CLAWDBOT_BOOTSTRAP_KEY_SHA256`` rather than the stack's Secrets Manager ARN, the one AWS call left out.
+
+Packages installed here but not in the layer (``aws_xray_sdk``, ``numpy``, ...) are made unimportable in the probe,
+so a handler that needs one fails here as it would on Lambda. Reported per function: median wall milliseconds
+over ``--runs`` fresh processes (``<name>_cold_start_ms``), the
+modules that took longest (self time, one extra run under ``python -X importtime``), and whether heavy modules
+were imported at all. Sizes: each function folder plus its tokenizer bundle, and the layer (pinned wheels for
+Lambda's arm64 + the ``clawdbot`` package), built by ``cdk/bundling.py`` as ``cdk synth`` builds them, then
+zipped with deflate as the CDK CLI uploads them.
+
+``<name>_cold_start_ms`` has compiled bytecode at hand (as a layer that ships ``.pyc`` files for Lambda's Python
+would); ``<name>_cold_start_no_bytecode_ms`` compiles every module from source, as the layer bundled today does.
+
+This machine is not a Lambda: its CPU, its Python (Lambda runs 3.14 on arm64) and its disk cache differ, so the
+figures compare handlers and commits with each other, and the budget (250 ms for chat_api) is checked here.
+
+    python -m bench.coldstart [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "coldstart.json"
+FUNCTIONS = ("chat_api", "chat_worker")
+#: Modules a Lambda must never import (inference runs on SageMaker; tracing is off without the X-Ray SDK).
+HEAVY = ("numpy", "onnxruntime", "torch", "transformers", "redis", "aws_xray_sdk", "uvicorn", "prometheus_client")
+TABLE = "clawdbot-bench-coldstart"
+#: The chat_api budget from the issue.
+CHAT_API_BUDGET_MS = 250.0
+
+_PROBE = """
+import json, sys, time
+for blocked in {blocked!r}:  # installed here but not in the layer: absent, as on Lambda
+    sys.modules[blocked] = None
+started = time.perf_counter()
+import functions.{name}.handler
+elapsed = (time.perf_counter() - started) * 1000
+heavy = {heavy!r}
+print(json.dumps({{"ms": elapsed, "heavy": [m for m in heavy if sys.modules.get(m) is not None]}}))
+"""
+
+
+def _lambda_env(bundle: Path, endpoint: str, name: str) -> dict[str, str]:
+    from clawdbot.traffic.keys import hash_key
+    from tests.fixtures.servers import FAKE_AWS_ENV
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAWDBOT_", "AWS_", "POWERTOOLS_"))}
+    env |= FAKE_AWS_ENV | {
+        "AWS_LAMBDA_FUNCTION_NAME": f"clawdbot-{name}", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
+        "POWERTOOLS_SERVICE_NAME": "clawdbot", "POWERTOOLS_METRICS_NAMESPACE": "Clawdbot",
+        "CLAWDBOT_INFERENCE": "sagemaker", "CLAWDBOT_SAGEMAKER_ENDPOINT": "clawdbot-bench",
+        "CLAWDBOT_MODEL_DIR": str(bundle), "CLAWDBOT_MODEL_NAME": "clawdbot-tiny-chat",
+        "CLAWDBOT_SESSION_STORE": "dynamodb", "CLAWDBOT_DYNAMODB_TABLE": TABLE,
+        "CLAWDBOT_BOOTSTRAP_KEY_SHA256": hash_key("cb-bench-cold-start-key-0123456789"),
+        "PYTHONDONTWRITEBYTECODE": "", "PYTHONPATH": str(REPO),
+    }
+    return env
+
+
+def _probe(name: str, env: dict[str, str], blocked: list[str], importtime: bool = False,
+           ) -> tuple[dict[str, Any], str]:
+    cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-c",
+           _PROBE.format(name=name, heavy=HEAVY, blocked=blocked)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"functions/{name}/handler.py failed to import:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def _slowest_modules(importtime_log: str, count: int = 8) -> list[dict[str, Any]]:
+    """Top-level packages by the self time of all their modules (``-X importtime`` lines)."""
+    totals: dict[str, int] = {}
+    for line in importtime_log.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, _, module = line.split(":", 1)[1].split("|")
+        package = module.strip().split(".")[0]
+        totals[package] = totals.get(package, 0) + int(self_us)
+    ranked = sorted(totals.items(), key=lambda item: -item[1])[:count]
+    return [{"package": package, "self_ms": round(us / 1000, 1)} for package, us in ranked]
+
+
+def not_in_layer(layer_python: Path | None) -> list[str]:
+    """Top-level packages installed in this environment but absent from the layer (``HEAVY`` without one)."""
+    if layer_python is None:
+        return list(HEAVY)
+    import sysconfig
+
+    def names(folder: Path) -> set[str]:
+        return {p.name.removesuffix(".py") for p in folder.iterdir()
+                if not p.name.endswith((".dist-info", ".pth")) and not p.name.startswith(("_", "."))
+                and (p.is_dir() or p.suffix in (".py", ".so"))}
+
+    here = names(Path(sysconfig.get_paths()["purelib"]))
+    return sorted(here - names(layer_python) - {"clawdbot"})
+
+
+def cold_starts(runs: int, scratch: Path, blocked: list[str]) -> dict[str, Any]:
+    import boto3
+
+    from clawdbot.inference.tokenizer_bundle import copy_bundle
+    from clawdbot.sessions.factory import ensure_dynamodb_table
+    from tests.fixtures.servers import FAKE_AWS_ENV, run_dynamodb_local
+
+    bundle = copy_bundle(REPO / "models" / "clawdbot-tiny-chat", scratch / "model")
+    results: dict[str, Any] = {}
+    with run_dynamodb_local(scratch) as endpoint:
+        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name=FAKE_AWS_ENV["AWS_REGION"],
+                              aws_access_key_id="bench", aws_secret_access_key="bench")
+        ensure_dynamodb_table(client, TABLE)
+        for name in FUNCTIONS:
+            env = _lambda_env(bundle, endpoint, name)
+            _probe(name, env, blocked)  # the first run warms the OS file cache, as a provisioned Lambda image is warm
+            samples = []
+            heavy: list[str] = []
+            for _ in range(runs):
+                result, _ = _probe(name, env, blocked)
+                samples.append(result["ms"])
+                heavy = result["heavy"]
+            _, log = _probe(name, env, blocked, importtime=True)
+            # As bundled today: cdk/bundling.py ships no bytecode (the build host's would not match Lambda's
+            # Python) and /opt is read-only, so every cold start compiles every module from source.
+            source_env = env | {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(scratch / "no-pyc")}
+            no_bytecode = [_probe(name, source_env, blocked)[0]["ms"] for _ in range(max(1, runs // 2))]
+            results[f"{name}_cold_start_no_bytecode_ms"] = round(statistics.median(no_bytecode), 1)
+            results[f"{name}_cold_start_ms"] = round(statistics.median(samples), 1)
+            results[f"{name}_cold_start_min_ms"] = round(min(samples), 1)
+            results[f"{name}_heavy_modules_imported"] = heavy
+            results[f"{name}_slowest_packages"] = _slowest_modules(log)
+            print(f"{name}: cold start {results[f'{name}_cold_start_ms']} ms (median of {runs}); heavy imports: "
+                  f"{heavy or 'none'}", flush=True)
+    return results
+
+
+def sizes(scratch: Path) -> tuple[dict[str, Any], Path | None]:
+    """Zipped and unzipped bytes of the layer and of each function, bundled by ``cdk/bundling.py``; and the
+    layer's ``python/`` folder (``None`` if it could not be built)."""
+    from cdk.bundling import BundlingError, FunctionBundling, LayerBundling, unzipped_size, zipped_size
+
+    results: dict[str, Any] = {}
+    tokenizer_dir = REPO / "models" / "clawdbot-tiny-chat"
+    for name in FUNCTIONS:
+        out = scratch / f"fn-{name}"
+        FunctionBundling(REPO / "functions" / name, tokenizer_dir).try_bundle(str(out), None)  # type: ignore[arg-type]
+        results[f"{name}_zipped_bytes"] = zipped_size(out)
+        results[f"{name}_unzipped_bytes"] = unzipped_size(out)
+    out = scratch / "layer"
+    try:
+        LayerBundling().try_bundle(str(out), None)  # type: ignore[arg-type]
+    except BundlingError as exc:  # the first bundle needs the package index
+        print(f"layer not bundled: {exc}", file=sys.stderr)
+        results["layer_zipped_bytes"] = results["layer_unzipped_bytes"] = None
+        return results, None
+    results["layer_zipped_bytes"] = zipped_size(out)
+    results["layer_unzipped_bytes"] = unzipped_size(out)
+    return results, out / "python"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.coldstart", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="fresh processes per handler")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="clawdbot-bench-coldstart-") as name:
+        scratch = Path(name)
+        results: dict[str, Any] = {}
+        layer_python = None
+        with contextlib.suppress(ModuleNotFoundError):  # aws-cdk-lib (the cdk extra) bundles; without it no sizes
+            results, layer_python = sizes(scratch)
+        blocked = not_in_layer(layer_python)
+        results["packages_hidden_as_not_in_layer"] = blocked
+        results |= cold_starts(args.runs, scratch, blocked)
+    results = {
+        "python_version": platform.python_version(), "machine": platform.machine(),
+        "cpus_available": len(os.sched_getaffinity(0)),
+        "load_average_1min_start": round(load_start, 2), "load_average_1min_end": round(os.getloadavg()[0], 2),
+        "chat_api_budget_ms": CHAT_API_BUDGET_MS, "wall_s": round(time.perf_counter() - started, 1), **results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    for name in FUNCTIONS:
+        zipped = results.get(f"{name}_zipped_bytes")
+        print(f"{name}: {results[f'{name}_cold_start_ms']} ms, {zipped} bytes zipped")
+    print(f"layer: {results.get('layer_zipped_bytes')} bytes zipped; results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
