@@ -15,7 +15,7 @@ from clawdbot.api.routes import chat, health, sessions, turns
 from clawdbot.chat.service import ChatService
 from clawdbot.config.settings import Settings, get_settings
 from clawdbot.traffic.install import install as install_traffic
-from clawdbot.web import install as install_web
+from clawdbot.web import routes as web
 
 if TYPE_CHECKING:
     from clawdbot.inference.base import InferenceBackend
@@ -48,6 +48,6 @@ def create_app(settings: Settings | None = None, *, store: SessionStore | None =
     app.include_router(sessions.router)
     app.include_router(turns.router)
     install_traffic(app, settings, model_load_seconds=model_load_seconds)  # keys, limits, A/B, metrics
-    install_web(app)  # the chat page /, the operations page /ops and their assets
+    web.install(app)  # the chat page /, the operations page /ops and their assets
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -1,5 +1,4 @@
-"""The browser pages served by the app itself: the chat page (``/``) and the operations page (``/ops``)."""
+"""The browser pages served by the app itself: the chat page (``/``) and the operations page (``/ops``).
 
-from clawdbot.web.routes import install
-
-__all__ = ["install"]
+``clawdbot.web.routes.install(app)`` mounts them; ``create_app`` calls it.
+"""
