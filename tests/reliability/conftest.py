@@ -237,6 +237,22 @@ def backing(request: pytest.FixtureRequest, tmp_path: Path, model_dir: Path, aws
     return made
 
 
+@pytest.fixture
+def sqlite_backing(request: pytest.FixtureRequest, tmp_path: Path, model_dir: Path,
+                   stores: list[SessionStore]) -> Backing:
+    """The embedded store alone: for cases whose engine-specific part other tests already cover."""
+    made = backing_for("sqlite", request, tmp_path / "data", model_dir)
+    make = made.make_store
+
+    def tracked() -> SessionStore:
+        store = make()
+        stores.append(store)
+        return store
+
+    made.make_store = tracked
+    return made
+
+
 @pytest.fixture(scope="session")
 def model_id(model_dir: Path) -> str:
     from clawdbot.inference.tokenizer_bundle import TokenizerBundle

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     queue_url: str | None = None
     #: How long a processed turn id is remembered: a redelivery within this window makes no second turn.
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    #: How long a request with an ``Idempotency-Key`` holds its key: a retry meanwhile gets 409, and after a crash
+    #: the key frees up this long after the request began (it must outlast the slowest turn).
+    idempotency_lock_seconds: int = Field(default=300, ge=1)
     #: SNS topic ARNs a queued turn may name as its reply target (comma-separated); empty allows none.
     reply_topic_arns: str = ""
 

@@ -52,15 +52,16 @@ def key_data(owner: str | None, session_id: str, turn_id: str) -> dict[str, Any]
 
 
 def build_persistence_layer(settings: Settings, config: IdempotencyConfig | None = None, *,
-                            store: SessionStore | None = None) -> BasePersistenceLayer:
+                            store: SessionStore | None = None, key_prefix: str = KEY_PREFIX) -> BasePersistenceLayer:
     """The persistence layer for ``settings.session_store``, configured for turn keys.
 
     Given the session ``store``, a DynamoDB or Redis layer shares its client (one connection pool, the same
     endpoint; a Redis cluster is detected once). Configured here, not only by the decorator on first use, so that
-    a reader (the API's status route) hashes keys exactly as the worker does.
+    a reader (the API's status route) hashes keys exactly as the worker does. ``key_prefix`` keeps another
+    user of the same records (the API's ``Idempotency-Key``) apart from turns.
     """
     layer = _engine(settings, store)
-    layer.configure(config or idempotency_config(settings), key_prefix=KEY_PREFIX)
+    layer.configure(config or idempotency_config(settings), key_prefix=key_prefix)
     return layer
 
 

@@ -1,30 +1,39 @@
-"""``POST /v1/chat/completions``: OpenAI's chat completion, optionally continuing a stored session."""
+"""``POST /v1/chat/completions``: OpenAI's chat completion, optionally continuing a stored session.
+
+A streamed turn reads its first delta before the response starts: an error before any text (throttling, a model
+that is down, a prompt too long) is then a real HTTP status with its headers (``Retry-After``), as OpenAI answers,
+not a 200 with the error inside the stream. With an ``Idempotency-Key`` header a retry gets the first answer back
+(``clawdbot.api.idempotency``).
+"""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, Header, Request
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from clawdbot.api.dependencies import Resources, caller_id, get_resources
 from clawdbot.api.schemas import ChatCompletionRequest, chunk_dict, completion_dict, usage_dict
-from clawdbot.chat.service import TurnRequest
+from clawdbot.chat.service import TurnRequest, user_session_id
 from clawdbot.exceptions import ClawdbotError, NotFoundError
 from clawdbot.inference.types import ChatMessage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from clawdbot.chat.service import ChatService, PreparedTurn, TurnResult
+    from clawdbot.api.idempotency import Claim
+    from clawdbot.chat.service import ChatService, PreparedTurn
+    from clawdbot.inference.types import StreamDelta
 
 router = APIRouter()
 
 
 def _turn_request(body: ChatCompletionRequest, session_id: str | None, owner: str | None,
-                  variant: str | None = None) -> TurnRequest:
+                  variant: str | None = None, turn_id: str | None = None) -> TurnRequest:
     return TurnRequest(
         messages=[ChatMessage(m.role, m.text()) for m in body.messages],
         max_tokens=body.completion_limit,
@@ -36,6 +45,7 @@ def _turn_request(body: ChatCompletionRequest, session_id: str | None, owner: st
         user=body.user,
         owner=owner,
         variant=variant,
+        turn_id=turn_id,
     )
 
 
@@ -46,30 +56,97 @@ async def chat_completions(
     res: Annotated[Resources, Depends(get_resources)],
     x_session_id: Annotated[str | None, Header()] = None,
     x_clawdbot_variant: Annotated[str | None, Header()] = None,
-) -> JSONResponse | StreamingResponse:
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Response:
     if body.model != res.backend.model_id:
         raise NotFoundError(
             f"The model '{body.model}' does not exist. Available: {res.backend.model_id}.",
             param="model", code="model_not_found")
-    turn_request = _turn_request(body, x_session_id, caller_id(request), x_clawdbot_variant)
+    owner = caller_id(request)
+    claim: Claim | None = None
+    if idempotency_key is not None:
+        claim = await run_in_threadpool(_claim, request, res, body, owner, idempotency_key, x_session_id,
+                                        x_clawdbot_variant)
+        if claim.replay is not None:
+            return _replay(claim.replay, body)
+    turn_request = _turn_request(body, x_session_id, owner, x_clawdbot_variant, claim.turn_id if claim else None)
     if body.stream:
-        turn = await run_in_threadpool(res.chat.prepare, turn_request)
+        turn, deltas, first = await run_in_threadpool(_start_stream, res.chat, turn_request, claim)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        headers = _turn_headers(turn)
         return StreamingResponse(
-            _sse(res.chat, turn, include_usage), media_type="text/event-stream",
-            headers={**_turn_headers(turn), "cache-control": "no-cache", "x-accel-buffering": "no"})
+            _sse(turn, deltas, first, include_usage, claim, headers), media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
     # One thread hop for the whole blocking turn (store reads, model, append), not one per step.
-    result = await run_in_threadpool(_complete, res.chat, turn_request)
+    payload, headers = await run_in_threadpool(_complete, res.chat, turn_request, claim)
+    return JSONResponse(payload, headers=headers)
+
+
+def _claim(request: Request, res: Resources, body: ChatCompletionRequest, owner: str | None, key: str,
+           session_id: str | None, variant: str | None) -> Claim:
+    from clawdbot.api.idempotency import request_idempotency
+
+    fields = {"body": body.model_dump(mode="json"), "session_id": session_id, "variant": variant}
+    known_session = session_id or (user_session_id(body.user, owner) if body.user is not None else None)
+    return request_idempotency(res, request.app.state).claim(owner, key, fields, known_session)
+
+
+def _complete(chat: ChatService, request: TurnRequest, claim: Claim | None) -> tuple[dict[str, Any], dict[str, str]]:
+    try:
+        result = chat.complete(chat.prepare(request))
+    except BaseException as exc:
+        if claim is not None:
+            claim.release(exc)
+        raise
     turn = result.turn
     headers = _turn_headers(turn)
-    return JSONResponse(completion_dict(
+    payload = completion_dict(
         completion_id=turn.turn_id, created=turn.created, model=turn.model, text=result.text,
         finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens), headers=headers)
+        completion_tokens=result.completion_tokens)
+    if claim is not None:
+        claim.succeed(payload, headers)
+    return payload, headers
 
 
-def _complete(chat: ChatService, request: TurnRequest) -> TurnResult:
-    return chat.complete(chat.prepare(request))
+def _start_stream(chat: ChatService, request: TurnRequest,
+                  claim: Claim | None) -> tuple[PreparedTurn, Iterator[StreamDelta], StreamDelta]:
+    """Prepare the turn and wait for its first delta, so that what fails before any text fails the request."""
+    try:
+        turn = chat.prepare(request)
+        deltas = chat.stream(turn)
+        first = next(deltas)
+    except BaseException as exc:
+        if claim is not None:
+            claim.release(exc)
+        raise
+    return turn, deltas, first
+
+
+def _replay(record: dict[str, Any], body: ChatCompletionRequest) -> Response:
+    """A recorded answer, sent again the way the request asks (the same request: streamed or not, as before)."""
+    completion = record["completion"]
+    headers = {**record.get("headers", {}), "idempotent-replayed": "true"}
+    if not body.stream:
+        return JSONResponse(completion, headers=headers)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(_replayed_sse(completion, include_usage), media_type="text/event-stream",
+                             headers={**headers, "cache-control": "no-cache"})
+
+
+async def _replayed_sse(completion: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+    common = {"completion_id": completion["id"], "created": completion["created"], "model": completion["model"],
+              "include_usage_field": include_usage}
+    choice = completion["choices"][0]
+    yield _event(chunk_dict(delta={"role": "assistant", "content": "", "refusal": None}, **common))
+    if choice["message"]["content"]:
+        yield _event(chunk_dict(delta={"content": choice["message"]["content"]}, **common))
+    yield _event(chunk_dict(delta={}, finish_reason=choice["finish_reason"], **common))
+    if include_usage:
+        usage = completion["usage"]
+        yield _event(chunk_dict(delta={}, with_choice=False,
+                                usage=usage_dict(usage["prompt_tokens"], usage["completion_tokens"]), **common))
+    yield b"data: [DONE]\n\n"
 
 
 def _turn_headers(turn: PreparedTurn) -> dict[str, str]:
@@ -82,18 +159,22 @@ def _event(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
 
-async def _sse(chat: ChatService, turn: PreparedTurn, include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(turn: PreparedTurn, deltas: Iterator[StreamDelta], first: StreamDelta, include_usage: bool,
+               claim: Claim | None, headers: dict[str, str]) -> AsyncIterator[bytes]:
     """OpenAI's stream: a role chunk, content chunks, a finish chunk, an optional usage chunk, ``[DONE]``."""
     common = {"completion_id": turn.turn_id, "created": turn.created, "model": turn.model,
               "include_usage_field": include_usage}
     yield _event(chunk_dict(delta={"role": "assistant", "content": "", "refusal": None}, **common))
-    deltas: Iterator = chat.stream(turn)
+    pieces: list[str] = []
+    finished: StreamDelta | None = None
     try:
-        async for delta in iterate_in_threadpool(deltas):
+        async for delta in _chain(first, deltas):
+            pieces.append(delta.text)
             if delta.finish_reason is None:
                 if delta.text:
                     yield _event(chunk_dict(delta={"content": delta.text}, **common))
                 continue
+            finished = delta
             if delta.text:
                 yield _event(chunk_dict(delta={"content": delta.text}, **common))
             yield _event(chunk_dict(delta={}, finish_reason=delta.finish_reason, **common))
@@ -104,4 +185,21 @@ async def _sse(chat: ChatService, turn: PreparedTurn, include_usage: bool) -> As
         # Headers are gone: report in-band, the way OpenAI's streaming endpoints do.
         yield _event({"error": {"message": exc.message, "type": exc.error_type, "param": exc.param,
                                 "code": exc.code}})
+    finally:
+        if claim is not None:  # the answer is whole only once the turn is recorded (the final delta)
+            with anyio.CancelScope(shield=True):  # a client that hung up cancels us: settle the key all the same
+                if finished is not None:
+                    await run_in_threadpool(claim.succeed, completion_dict(
+                        completion_id=turn.turn_id, created=turn.created, model=turn.model, text="".join(pieces),
+                        finish_reason=finished.finish_reason or "stop", prompt_tokens=finished.prompt_tokens,
+                        completion_tokens=finished.completion_tokens), headers)
+                else:
+                    await run_in_threadpool(claim.release, RuntimeError("the stream did not finish"))
     yield b"data: [DONE]\n\n"
+
+
+async def _chain(first: StreamDelta, rest: Iterator[StreamDelta]) -> AsyncIterator[StreamDelta]:
+    yield first
+    if first.finish_reason is None:
+        async for delta in iterate_in_threadpool(rest):
+            yield delta
