@@ -130,8 +130,10 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     stop_server(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium for one test module. Not longer: Playwright's sync API keeps an asyncio loop running on this
+    thread while it is open, and code that runs its own loop (Mangum, in the Lambda tests) cannot start one."""
     from playwright.sync_api import expect, sync_playwright
 
     assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: `make test-servers` installs Debian's chromium"

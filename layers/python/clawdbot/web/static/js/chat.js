@@ -289,9 +289,17 @@ async function send(text) {
       latencyMs: performance.now() - started,
     });
   } catch (error) {
+    if (error.name === "AbortError") {
+      finishReply(view, { variant: reply.variant, latencyMs: performance.now() - started });
+      const stopped = document.createElement("span");
+      stopped.className = "stopped";
+      stopped.textContent = "stopped";
+      view.meta.append(stopped);
+      return;
+    }
     view.article.classList.add("failed");
     if (!view.bubble.textContent) view.bubble.textContent = describe(error);
-    if (error.name !== "AbortError") throw error;
+    throw error;
   } finally {
     view.article.classList.remove("streaming");
     state.abort = null;
@@ -305,6 +313,7 @@ function stopStreaming() {
 }
 
 function setBusy(busy) {
+  $("messages").setAttribute("aria-busy", String(busy)); // screen readers read the reply once, when complete
   $("send").hidden = busy;
   $("stop").hidden = !busy;
   $("prompt").readOnly = busy;

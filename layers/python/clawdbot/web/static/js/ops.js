@@ -95,6 +95,7 @@ function render(summary) {
   $("refreshed").textContent = `updated ${new Date(time * 1000).toLocaleTimeString()}`;
   $("metrics-note").hidden = Boolean(metrics);
   $("metrics-note").textContent = summary.metrics_unavailable || "";
+  for (const section of document.querySelectorAll(".level.metrics")) section.hidden = !metrics;
   if (metrics) renderMetrics(metrics, time);
   renderGuard(summary.latency_guard, metrics);
   renderAb(summary.ab, summary.ab_unavailable);
@@ -230,6 +231,7 @@ function renderAb(report, reason) {
 
 // ------------------------------------------------------------------------------------------- polling
 async function refresh() {
+  if (document.hidden && readings.length) return; // a background tab spends none of the key's request budget
   try {
     render(await apiJson("v1/ops/summary"));
     showError("");
