@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Request
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from clawdbot.api.dependencies import Resources, caller_id, get_resources
 from clawdbot.api.schemas import ChatCompletionRequest, chunk_dict, completion_dict, usage_dict
+from clawdbot.api.streaming import iterate_in_thread
 from clawdbot.chat.service import TurnRequest, user_session_id
-from clawdbot.exceptions import ClawdbotError, NotFoundError
+from clawdbot.exceptions import ClawdbotError, InvalidRequestError, NotFoundError
 from clawdbot.inference.types import ChatMessage
 
 if TYPE_CHECKING:
@@ -201,5 +202,5 @@ async def _sse(turn: PreparedTurn, deltas: Iterator[StreamDelta], first: StreamD
 async def _chain(first: StreamDelta, rest: Iterator[StreamDelta]) -> AsyncIterator[StreamDelta]:
     yield first
     if first.finish_reason is None:
-        async for delta in iterate_in_threadpool(rest):
+        async for delta in iterate_in_thread(rest):  # one worker thread per stream, not a hop per token
             yield delta
