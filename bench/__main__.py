@@ -15,6 +15,7 @@ BENCHMARKS: tuple[str, ...] = (
     "queue",
     "overhead",
     "coldstart",
+    "api_generation",
 )
 
 

@@ -1,0 +1,177 @@
+"""Generation efficiency through the API: tokens/s of the shipped ONNX model served by ``clawdbot serve``
+(streamed and not) vs. the bare decode loop on the same model, and time to first token.
+
+- ``api``: the server process of ``bench.serving`` (uvicorn, the full app with its key, rate limit and metrics)
+  loading the shipped model; requests are stateless turns (system + user message), timed by the client from
+  writing the request to the last byte (non-streamed) or the ``[DONE]`` event (streamed);
+- ``bare``: ``DecoderEngine.generate`` in this process on the prompt ids the API renders, no HTTP, no
+  detokenization, no stop checks: the upper bound.
+
+Both generate exactly the same tokens: sampling at temperature 1 with a fixed seed is deterministic, and the
+seeds used are ones whose completion runs to ``--tokens`` without an end-of-sequence token (found at start). The
+runs alternate api/bare, one at a time (never two generations at once), and efficiency is the median of the
+per-round ratios ``api tokens/s ÷ bare tokens/s``.
+
+    python -m bench.api_generation [--tokens 128] [--rounds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.loadgen import Connection
+
+if TYPE_CHECKING:
+    from clawdbot.inference.onnx import OnnxBackend
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "api_generation.json"
+MODEL_DIR = REPO / "models" / "clawdbot-tiny-chat"
+SYSTEM = "You are Clawdbot, a friendly and concise assistant."
+PROMPT = "Explain how to bake bread, step by step, in detail."
+TARGET_EFFICIENCY = 0.95
+
+
+def _messages() -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
+
+
+def long_seeds(backend: OnnxBackend, tokens: int, wanted: int, tries: int = 400) -> list[int]:
+    """Seeds whose sampled completion of ``tokens`` tokens contains no end-of-sequence token."""
+    from clawdbot.inference.types import ChatMessage, GenerationParams
+
+    messages = [ChatMessage(m["role"], m["content"]) for m in _messages()]
+    seeds = []
+    for seed in range(tries):
+        completion = backend.generate(messages, GenerationParams(max_tokens=tokens, temperature=1.0, seed=seed))
+        if completion.finish_reason == "length":
+            seeds.append(seed)
+            if len(seeds) == wanted:
+                break
+    return seeds
+
+
+def _bare(backend: OnnxBackend, prompt: list[int], tokens: int, seed: int) -> tuple[float, float, int]:
+    """(seconds to first token, seconds to last, tokens) of the engine's own loop."""
+    from clawdbot.inference.onnx import Sampler
+
+    started = time.perf_counter()
+    first = 0.0
+    count = 0
+    for _ in backend.engine.generate(prompt, max_new_tokens=tokens, sampler=Sampler(1.0, 1.0, seed)):
+        count += 1
+        if count == 1:
+            first = time.perf_counter() - started
+    return first, time.perf_counter() - started, count
+
+
+async def _api(conn: Connection, model: str, key: str, tokens: int, seed: int,
+               stream: bool) -> tuple[float | None, float, int]:
+    """(seconds to first content, seconds to the end, completion tokens) of one API turn."""
+    body: dict[str, Any] = {"model": model, "messages": _messages(), "max_tokens": tokens, "temperature": 1.0,
+                            "seed": seed}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    raw = conn.encode("POST", "/v1/chat/completions", json.dumps(body).encode(), {"authorization": f"Bearer {key}"})
+    response = await conn.send(raw, content_marker=b'{"content": "' if stream else None)
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status}: {response.body[:300]!r}")
+    if stream:
+        events = [line[6:] for line in response.body.split(b"\n") if line.startswith(b"data: {")]
+        usage = json.loads(events[-1])["usage"]
+        # Content deltas are {"content": ...}; the role chunk ({"role": ..., "content": ""}) does not match.
+        return response.first_content_s, response.total_s, usage["completion_tokens"]
+    return None, response.total_s, json.loads(response.body)["usage"]["completion_tokens"]
+
+
+def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    from bench.overhead import prepare_data
+    from bench.serving import serve
+    from clawdbot.inference.onnx import OnnxBackend
+    from clawdbot.inference.types import ChatMessage
+
+    backend = OnnxBackend(args.model_dir)
+    seeds = long_seeds(backend, args.tokens, wanted=3)
+    if not seeds:
+        raise RuntimeError(f"no seed gives {args.tokens} tokens without EOS; lower --tokens")
+    prompt = backend.encode_prompt([ChatMessage(m["role"], m["content"]) for m in _messages()])
+    key, _ = prepare_data(scratch, 0, 0)
+    rows: dict[str, list[tuple[float | None, float, int]]] = {"api": [], "api_stream": [], "bare": []}
+
+    async def rounds(port: int) -> None:
+        conn = Connection("127.0.0.1", port)
+        try:
+            for index in range(args.rounds + 1):  # round 0 warms up both sides
+                seed = seeds[index % len(seeds)]
+                order = ["api", "api_stream", "bare"] if index % 2 else ["bare", "api_stream", "api"]
+                for name in order:
+                    if name == "bare":
+                        row: tuple[float | None, float, int] = _bare(backend, prompt, args.tokens, seed)
+                    else:
+                        row = await _api(conn, backend.model_id, key, args.tokens, seed, name == "api_stream")
+                    if row[2] != args.tokens:
+                        raise RuntimeError(f"{name} generated {row[2]} tokens, expected {args.tokens}")
+                    if index:
+                        rows[name].append(row)
+        finally:
+            conn.close()
+
+    with serve("api", scratch, backend="onnx", model_dir=args.model_dir) as server:
+        asyncio.run(rounds(server.port))
+
+    def rate(row: tuple[float | None, float, int]) -> float:
+        return row[2] / row[1]
+
+    results: dict[str, Any] = {"model": backend.model_id, "prompt_tokens": len(prompt),
+                               "completion_tokens": args.tokens, "rounds": args.rounds, "seeds": seeds}
+    for name, values in rows.items():
+        results[f"{name}_tokens_per_s"] = round(statistics.median(rate(r) for r in values), 1)
+        results[f"{name}_latency_ms"] = round(statistics.median(r[1] for r in values) * 1000, 2)
+    results["bare_ttft_ms"] = round(statistics.median(r[0] for r in rows["bare"]) * 1000, 2)  # type: ignore[misc]
+    results["api_stream_ttft_ms"] = round(
+        statistics.median(r[0] for r in rows["api_stream"] if r[0] is not None) * 1000, 2)
+    for name in ("api", "api_stream"):
+        ratios = sorted(rate(a) / rate(b) for a, b in zip(rows[name], rows["bare"], strict=True))
+        results[f"{name}_efficiency_ratio"] = round(statistics.median(ratios), 4)
+        results[f"{name}_efficiency_ratio_q25"] = round(ratios[len(ratios) // 4], 4)
+        results[f"{name}_efficiency_ratio_q75"] = round(ratios[(3 * len(ratios)) // 4], 4)
+    results["target_efficiency_ratio"] = TARGET_EFFICIENCY
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.api_generation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=128, help="completion tokens per turn")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="clawdbot-bench-api-generation-") as scratch:
+        results = measure(args, Path(scratch))
+    results = {"python_version": platform.python_version(), "cpus_available": len(os.sched_getaffinity(0)),
+               "load_average_1min_start": round(load_start, 2), "load_average_1min_end": round(os.getloadavg()[0], 2),
+               "wall_s": round(time.perf_counter() - started, 1), **results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"bare {results['bare_tokens_per_s']} tokens/s; API {results['api_tokens_per_s']} "
+          f"({results['api_efficiency_ratio']:.1%}), streamed {results['api_stream_tokens_per_s']} "
+          f"({results['api_stream_efficiency_ratio']:.1%}); TTFT bare {results['bare_ttft_ms']} ms, API stream "
+          f"{results['api_stream_ttft_ms']} ms; results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
