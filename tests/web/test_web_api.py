@@ -116,3 +116,24 @@ def test_ops_summary_reports_the_catalogue_in_its_own_units(web_server: WebServe
     assert list(guard["streaks"]) == [v["name"] for v in VARIANTS]
     assert summary["ab"]["control"] in guard["streaks"]
     assert summary["metrics_unavailable"] is None and summary["ab_unavailable"] is None
+
+
+def test_every_asset_ships_as_package_data() -> None:
+    """A wheel carries only the files ``[tool.setuptools.package-data]`` names: every asset must match."""
+    import fnmatch
+    import tomllib
+
+    from clawdbot.web.routes import STATIC_DIR
+    from tests.web.conftest import REPO_ROOT
+
+    patterns = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package_root = STATIC_DIR.parents[1]  # .../clawdbot
+    assets = [p.relative_to(package_root).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()]
+    assert "web/static/js/chat.js" in assets
+
+    def matches(path: str, pattern: str) -> bool:  # setuptools' glob: ``*`` stays within one folder
+        parts, globs = path.split("/"), pattern.split("/")
+        return len(parts) == len(globs) and all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs, strict=True))
+
+    missing = [a for a in assets if not any(matches(a, pattern) for pattern in patterns["clawdbot"])]
+    assert missing == []
