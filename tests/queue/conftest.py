@@ -6,8 +6,11 @@ Everything is real: the model runs through the ONNX engine, stores and idempoten
 
 from __future__ import annotations
 
+import copy
 import importlib
+import logging
 import sys
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -142,18 +145,43 @@ def worker(make_settings: Callable[..., Settings], make_worker: Callable[[Settin
     return make_worker(make_settings())
 
 
-@pytest.fixture(scope="module")
-def chat_worker(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ModuleType]:
-    """``functions/chat_worker/handler.py`` imported as Lambda would (cold start) with a fresh data directory."""
+@contextmanager
+def worker_handler_module(data_dir: Path, **env: str) -> Iterator[ModuleType]:
+    """``functions/chat_worker/handler.py`` imported as Lambda would (cold start), from ``CLAWDBOT_*`` variables.
+
+    The handler's Powertools Logger configures the ``clawdbot`` logger (and filters on the root's handlers) for
+    the whole process: it starts from a fresh logger here, as in a new Lambda process, and all of that is put
+    back afterwards, so later tests see plain library logging.
+    """
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CLAWDBOT_DATA_DIR", str(tmp_path_factory.mktemp("chat_worker_data")))
-        patch.setenv("CLAWDBOT_SESSION_STORE", "sqlite")
-        patch.setenv("CLAWDBOT_INFERENCE", "local")
-        patch.setenv("CLAWDBOT_DEFAULT_MAX_TOKENS", str(MAX_TOKENS))
+        for name, value in {"CLAWDBOT_DATA_DIR": str(data_dir), "CLAWDBOT_SESSION_STORE": "sqlite",
+                            "CLAWDBOT_INFERENCE": "local", "CLAWDBOT_DEFAULT_MAX_TOKENS": str(MAX_TOKENS),
+                            "POWERTOOLS_TRACE_DISABLED": "true", **env}.items():
+            patch.setenv(name, value)
+        _save_logging_state(patch)
         get_settings.cache_clear()
         sys.modules.pop("functions.chat_worker.handler", None)
         try:
             yield importlib.import_module("functions.chat_worker.handler")
         finally:
             sys.modules.pop("functions.chat_worker.handler", None)
-    get_settings.cache_clear()
+            get_settings.cache_clear()
+
+
+def _save_logging_state(patch: pytest.MonkeyPatch) -> None:
+    log = logging.getLogger("clawdbot")
+    for attr in ("handlers", "filters", "propagate", "level", "disabled"):
+        patch.setattr(log, attr, copy.copy(getattr(log, attr)))
+    log.handlers.clear()  # as in a fresh Lambda process, whatever an earlier test configured
+    # the markers Powertools leaves on a logger it configured (restored, or removed, afterwards)
+    for attr in ("init", "powertools_handler", "powertools_buffer_config", "powertools_buffer_cache"):
+        patch.setattr(log, attr, None, raising=False)
+    for handler in logging.root.handlers:  # Powertools adds a duplicate-suppressing filter to these
+        patch.setattr(handler, "filters", copy.copy(handler.filters))
+
+
+@pytest.fixture(scope="module")
+def chat_worker(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ModuleType]:
+    """The handler module, cold-started with a fresh data directory (one per test module)."""
+    with worker_handler_module(tmp_path_factory.mktemp("chat_worker_data")) as module:
+        yield module

@@ -11,7 +11,8 @@ with :meth:`TurnWorker.record_handler`. What happens to a record:
 * the turn can never succeed (unknown session, prompt too long: a 4xx ``ClawdbotError``): the failure is stored
   as the turn's outcome and the record succeeds, so it is not retried and the client reads ``failed``;
 * otherwise the turn runs through ``ChatService`` (the same code as ``POST /v1/chat/completions``), which appends
-  the user message and the reply together, tagged with the turn id.
+  the user message and the reply together, tagged with the turn id; the chat service's observers then charge
+  the turn's tokens to the caller's rate limits and record its metrics, as the API's do (:func:`turn_observers`).
 
 At most once: the turn runs inside Powertools' ``idempotent_function`` keyed on ``(owner, session_id,
 turn_id)``. The first worker writes an ``INPROGRESS`` record with a conditional put; a redelivery gets the stored
@@ -35,6 +36,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from clawdbot.chat.service import ChatService, TurnRequest
 from clawdbot.exceptions import ClawdbotError
 from clawdbot.inference.types import ChatMessage
+from clawdbot.metrics.observability import session_id_var
 from clawdbot.queue.exceptions import TurnInProgressError
 from clawdbot.queue.idempotency import KEY_PREFIX, build_persistence_layer, idempotency_config
 from clawdbot.queue.messages import TurnMessage, parse_record
@@ -42,10 +44,13 @@ from clawdbot.queue.outcomes import done_outcome, failed_outcome, find_recorded_
 from clawdbot.queue.replies import ReplyPublisher
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer, IdempotencyConfig
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from clawdbot.chat.service import TurnResult
     from clawdbot.config.settings import Settings
     from clawdbot.inference.base import InferenceBackend
     from clawdbot.sessions.base import SessionStore
@@ -70,6 +75,18 @@ def new_processor() -> SqsFifoPartialProcessor:
 def is_permanent(exc: ClawdbotError) -> bool:
     """True for errors no redelivery can fix: the request itself is wrong (4xx), not the moment."""
     return 400 <= exc.status_code < 500 and exc.status_code not in _RETRYABLE_CLIENT_STATUSES
+
+
+def turn_observers(settings: Settings) -> list[Callable[[TurnResult], None]]:
+    """What the API's chat service tells about every finished turn (``clawdbot.traffic.install``), for the worker:
+    charge its tokens to the caller's rate limits, and record the turn metrics (EMF on Lambda)."""
+    from clawdbot.queue.charging import TurnCharger
+    from clawdbot.traffic.factory import build_key_store, build_rate_limiter
+    from clawdbot.traffic.install import build_recorder
+
+    charger = TurnCharger(build_key_store(settings), build_rate_limiter(settings),
+                          cache_seconds=settings.key_cache_seconds)
+    return [charger.on_turn, build_recorder(settings).on_turn]
 
 
 class TurnWorker:
@@ -106,6 +123,7 @@ class TurnWorker:
 
         chat = ChatService(store, backend, settings)
         chat.variants = build_router(settings, backend)  # the API's A/B arms: a session keeps its variant
+        chat.observers += turn_observers(settings)
         config = idempotency_config(settings)
         persistence = build_persistence_layer(settings, config, store=store)
         return cls(chat, persistence, config, ReplyPublisher.from_settings(settings), window=settings.history_window)
@@ -119,10 +137,13 @@ class TurnWorker:
         if lambda_context is not None:
             # Bounds the in-progress lock by this invocation's remaining time.
             self.config.register_lambda_context(lambda_context)
+        session = session_id_var.set(message.session_id)  # log lines name the session, as the API's do
         try:
             outcome: dict[str, Any] = self._idempotent_turn(message=message)
         except IdempotencyAlreadyInProgressError as exc:
             raise TurnInProgressError(f"turn {message.turn_id} is being processed by another worker") from exc
+        finally:
+            session_id_var.reset(session)
         self.replies.publish(message, outcome)
         return outcome
 
