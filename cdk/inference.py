@@ -101,6 +101,9 @@ class Inference(Construct):
         self.quota = quota
         self.model_name = model.name
         self.endpoint_name = f"{stack.stack_name.lower()}-chat"
+        #: The model's inference component (placement ``inference_component``): SageMaker routes an invocation of
+        #: such an endpoint only when it names the component, so the Lambdas get this very name.
+        self.component_name = f"{self.endpoint_name}-model"
 
         # Pre-created so it is encrypted and expires; SageMaker writes the container's stdout into it.
         self.log_group = logs.LogGroup(
@@ -216,7 +219,7 @@ class Inference(Construct):
             min_memory_required_in_mb=component.memory_mb,
             number_of_accelerator_devices_required=devices or None,
         )
-        name = f"{self.endpoint_name}-model"
+        name = self.component_name
         self.component = sagemaker.CfnInferenceComponent(
             self, "Component",
             inference_component_name=name,
@@ -339,5 +342,5 @@ class Inference(Construct):
                 [{"name": v.name, "weight": v.weight, "target_variant": v.name} for v in variants],
                 separators=(",", ":"))
         if self.quota.placement == "inference_component":
-            env["CLAWDBOT_SAGEMAKER_INFERENCE_COMPONENT"] = f"{self.endpoint_name}-model"
+            env["CLAWDBOT_SAGEMAKER_INFERENCE_COMPONENT"] = self.component_name
         return env

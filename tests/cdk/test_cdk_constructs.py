@@ -18,6 +18,12 @@ PRESETS = [*PRESET_NAMES, str(PRESETS_DIR / "shared-gpu.json")]
 
 def _synth_inference(quota_name: str, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(template, assets manifest) of a stack holding only the inference construct."""
+    _, template, manifest = _inference_stack(quota_name, tmp_path)
+    return template, manifest
+
+
+def _inference_stack(quota_name: str, tmp_path: Path) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(the ``Inference`` construct, template, assets manifest) of a stack holding only that construct."""
     from aws_cdk import App, Stack
     from aws_cdk import aws_kms as kms
     from aws_cdk import aws_sns as sns
@@ -26,11 +32,12 @@ def _synth_inference(quota_name: str, tmp_path: Path) -> tuple[dict[str, Any], d
 
     app = App(outdir=str(tmp_path / "out"))
     stack = Stack(app, "Clawdbot")
-    Inference(stack, "Inference", model=S3_MODEL, quota=load_quota(quota_name).inference,
-              key=kms.Key(stack, "Key"), alarm_topic=sns.Topic(stack, "Topic"), cache_dir=tmp_path / "cache")
+    inference = Inference(stack, "Inference", model=S3_MODEL, quota=load_quota(quota_name).inference,
+                          key=kms.Key(stack, "Key"), alarm_topic=sns.Topic(stack, "Topic"),
+                          cache_dir=tmp_path / "cache")
     assembly = app.synth()
     manifest = json.loads((Path(assembly.directory) / "Clawdbot.assets.json").read_text())
-    return assembly.get_stack_by_name("Clawdbot").template, manifest
+    return inference, assembly.get_stack_by_name("Clawdbot").template, manifest
 
 
 def _of_type(template: dict[str, Any], cfn_type: str) -> list[dict[str, Any]]:
@@ -71,7 +78,7 @@ def test_cpu_endpoint_volumes_use_the_customer_key(tmp_path: Path) -> None:
 def test_shared_gpu_preset_places_an_inference_component_that_scales_to_zero(tmp_path: Path) -> None:
     preset = str(PRESETS_DIR / "shared-gpu.json")
     quota = load_quota(preset).inference
-    template, manifest = _synth_inference(preset, tmp_path)
+    inference, template, manifest = _inference_stack(preset, tmp_path)
     (config,) = _of_type(template, "AWS::SageMaker::EndpointConfig")
     (variant,) = config["ProductionVariants"]
     assert "ModelName" not in variant  # the model comes in through the component
@@ -84,6 +91,10 @@ def test_shared_gpu_preset_places_an_inference_component_that_scales_to_zero(tmp
     assert needs["NumberOfAcceleratorDevicesRequired"] == 1  # 0.25 of ml.g5.12xlarge's 4 GPUs
     assert needs["NumberOfCpuCoresRequired"] == quota.component.cpu_cores
     assert needs["MinMemoryRequiredInMb"] == quota.component.memory_mb
+    # the Lambdas name exactly this component on every call (SageMaker refuses calls that name none)
+    env = inference.environment()
+    assert env["CLAWDBOT_SAGEMAKER_INFERENCE_COMPONENT"] == component["InferenceComponentName"]
+    assert "CLAWDBOT_AB_VARIANTS" not in env  # one component: no endpoint variants to route between
     (target,) = _of_type(template, "AWS::ApplicationAutoScaling::ScalableTarget")
     assert target["ScalableDimension"] == "sagemaker:inference-component:DesiredCopyCount"
     assert target["MinCapacity"] == 0
