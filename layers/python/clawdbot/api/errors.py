@@ -53,11 +53,20 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, s
     return f"Invalid value for {where}: {msg}{extra}.", param, "invalid_value"
 
 
+#: Statuses that ask the client to come back: each carries ``Retry-After`` (RFC 9110), the default unless the error
+#: brought its own (SageMaker's throttling hint, a rate limit's refill time).
+_RETRY_STATUSES = frozenset({429, 503})
+DEFAULT_RETRY_AFTER_SECONDS = 1
+
+
 async def _on_clawdbot_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ClawdbotError)
     if exc.status_code >= 500:
         logger.warning("request failed: %s (%s)", exc.code, type(exc).__name__)
-    return error_response(exc.status_code, exc.message, exc.error_type, exc.param, exc.code, exc.headers)
+    headers = exc.headers
+    if exc.status_code in _RETRY_STATUSES and not any(k.lower() == "retry-after" for k in headers):
+        headers = {**headers, "Retry-After": str(DEFAULT_RETRY_AFTER_SECONDS)}
+    return error_response(exc.status_code, exc.message, exc.error_type, exc.param, exc.code, headers)
 
 
 async def _on_validation_error(_: Request, exc: Exception) -> Response:
