@@ -115,6 +115,8 @@ class LoadResult:
     window_s: float = 0.0
     #: Requests the schedule wanted sent but no free user could take (open loop only).
     dropped: int = 0
+    #: Every request sent, warm-up and stragglers included (what the server worked on).
+    sent: int = 0
 
     @property
     def completed(self) -> int:
@@ -145,7 +147,7 @@ def median(values: Sequence[float]) -> float:
 
 async def run_load(host: str, port: int, requests: Sequence[Callable[[Connection], bytes]], *,
                    duration_s: float, warmup_s: float = 0.5, rate_per_s: float | None = None,
-                   seed: int = 0) -> LoadResult:
+                   seed: int = 0, on_response: Callable[[Response], None] | None = None) -> LoadResult:
     """Drive ``len(requests)`` users, each on its own connection, for ``warmup_s + duration_s``.
 
     Each element of ``requests`` builds the next raw request of one user (so each user can carry its own
@@ -153,7 +155,7 @@ async def run_load(host: str, port: int, requests: Sequence[Callable[[Connection
     answer arrives, which measures capacity. Open loop: requests arrive as a Poisson process of ``rate_per_s``
     in total, each taken by an idle user (none idle: counted as dropped), which measures latency at a fixed
     offered load whatever the server's speed. Only requests that start after the warm-up and finish inside the
-    window count.
+    window count (and are passed to ``on_response``).
     """
     users = len(requests)
     conns = [Connection(host, port) for _ in range(users)]
@@ -164,12 +166,15 @@ async def run_load(host: str, port: int, requests: Sequence[Callable[[Connection
     end = measure_from + duration_s
 
     async def one(index: int) -> None:
+        result.sent += 1
         started = time.perf_counter()
         response = await conns[index].send(requests[index](conns[index]))
         finished = time.perf_counter()
         if started >= measure_from and finished <= end:
             result.latencies.append(response.total_s)
             result.statuses[response.status] = result.statuses.get(response.status, 0) + 1
+            if on_response is not None:
+                on_response(response)
 
     try:
         if rate_per_s is None:
