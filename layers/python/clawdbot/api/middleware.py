@@ -2,7 +2,8 @@
 
 ``RequestContextMiddleware`` is the outermost layer of our app:
 - echoes the client's ``x-request-id`` (if sane) or generates one, on every response;
-- rejects bodies over the configured limit with 413 before reading them whole (Content-Length or streamed);
+- rejects bodies over the configured limit with 413 before reading them whole (Content-Length or streamed: a
+  streamed one is answered the moment it crosses the limit);
 - turns any unhandled exception into a 500 in OpenAI's shape that leaks nothing but the request id.
 """
 
@@ -51,9 +52,12 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         id_header = (b"x-request-id", request_id.encode())
         started = False
+        refused = False  # a 413 went out mid-body: whatever the app answers after it is dropped
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
                 message["headers"] = [*message.get("headers", []), id_header]
@@ -77,11 +81,15 @@ class RequestContextMiddleware:
         received = 0
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    # Answer now: FastAPI turns any error raised while it reads a body into a 400.
+                    if not started:
+                        await plain(413, too_large)
+                        refused = True
                     raise BodyTooLargeError
             return message
 
