@@ -63,6 +63,10 @@ async def chat_completions(
         raise NotFoundError(
             f"The model '{body.model}' does not exist. Available: {res.backend.model_id}.",
             param="model", code="model_not_found")
+    if len(body.messages) > res.settings.max_messages:
+        raise InvalidRequestError(
+            f"Too many messages: at most {res.settings.max_messages} per request.", param="messages",
+            code="too_many_messages")
     owner = caller_id(request)
     claim: Claim | None = None
     if idempotency_key is not None:
