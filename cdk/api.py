@@ -50,13 +50,19 @@ def function_timeout(quota: ApiQuota) -> Duration:
 
 
 def function_environment(quota: ApiQuota) -> dict[str, str]:
-    """Make the app give up on SageMaker *before* API Gateway gives up on the app.
+    """The API function's own settings.
 
-    Then a slow generation reaches the client as the app's OpenAI-shaped timeout error (which OpenAI SDKs
-    retry with backoff) instead of API Gateway's bare 503. One attempt: a retry cannot fit in the budget left.
+    * Give up on SageMaker *before* API Gateway gives up on the app: a slow generation then reaches the client as
+      the app's OpenAI-shaped timeout error (which OpenAI SDKs retry with backoff) instead of API Gateway's bare
+      503. One attempt: a retry cannot fit in the budget left.
+    * Keys always required (``CLAWDBOT_AUTH``): a public endpoint never runs open, whatever the key store holds.
+    * ``CLAWDBOT_MAX_CONCURRENCY`` states the cap the function's reserved concurrency enforces (the app keeps no
+      in-process cap on Lambda, where each environment serves one request).
     """
     return {"CLAWDBOT_SAGEMAKER_READ_TIMEOUT": str(max(1, quota.integration_timeout_seconds - 3)),
-            "CLAWDBOT_SAGEMAKER_MAX_ATTEMPTS": "1"}
+            "CLAWDBOT_SAGEMAKER_MAX_ATTEMPTS": "1",
+            "CLAWDBOT_AUTH": "required",
+            "CLAWDBOT_MAX_CONCURRENCY": str(quota.max_concurrency)}
 
 
 class ChatHttpApi(Construct):

@@ -14,7 +14,8 @@ from typing import Any
 from cdk.config import REPO_ROOT, ConfigError, parse_inputs
 
 #: Context keys the app reads (cdk.json holds none of them, so a bare ``cdk synth`` uses the defaults).
-INPUT_KEYS = ("model", "quota", "sessionStore", "redisMode", "tokenizerDir", "stackName", "alarmEmail", "apiKey")
+INPUT_KEYS = ("model", "quota", "sessionStore", "redisMode", "tokenizerDir", "stackName", "alarmEmail", "apiKey",
+              "replyTopicArns")
 
 
 def build_app(context: dict[str, Any] | None = None, outdir: str | None = None,

@@ -47,6 +47,8 @@ LOCAL_NVME_FAMILIES = frozenset({"g4dn", "g5", "g6", "g6e", "p3dn", "p4d", "p4de
 _INSTANCE_TYPE = r"^ml\.[a-z0-9]+\.[0-9]*(x?large|medium|small|xlarge)$"
 _VARIANT_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
+#: An SNS topic ARN (standard or FIFO) in any partition; the worker may publish turn outcomes to it.
+_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 _S3_MODEL = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>.+\.tar\.gz)$")
 
 
@@ -67,6 +69,10 @@ class ApiQuota(_Strict):
     #: API Gateway HTTP APIs cut an integration at 30 s at most.
     integration_timeout_seconds: int = Field(ge=1, le=30)
     memory_mb: int = Field(ge=128, le=10_240)
+    #: Requests the API serves at once: the function's reserved concurrency and the app's
+    #: ``CLAWDBOT_MAX_CONCURRENCY``. Each execution environment serves one request, so this caps the in-flight
+    #: model calls (and the Lambda bill) whatever API Gateway admits; the rest of the account keeps the remainder.
+    max_concurrency: int = Field(ge=1, le=10_000)
 
 
 class WorkerQuota(_Strict):
@@ -202,6 +208,8 @@ class StackInputs:
     session_store: Literal["dynamodb", "redis"]
     redis_mode: Literal["serverless", "cluster"]
     alarm_email: str | None
+    #: SNS topics queued turns may name as their reply target (``CLAWDBOT_REPLY_TOPIC_ARNS``); empty: none.
+    reply_topic_arns: tuple[str, ...] = ()
 
 
 def _fail(name: str, value: object, allowed: str) -> ConfigError:
@@ -271,6 +279,24 @@ def _tokenizer_dir(value: str | None, model: ModelSource, base_dir: Path) -> Pat
     return path.resolve()
 
 
+def parse_topic_arns(value: object) -> tuple[str, ...]:
+    """The ``replyTopicArns`` context value: ARNs separated by commas or spaces (``-c``), or a JSON list
+    (``cdk.json``). Duplicates are dropped, order kept."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        parts = value.replace(",", " ").split()
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        parts = [p.strip() for p in value]
+    else:
+        raise _fail("replyTopicArns", value, "SNS topic ARNs, comma-separated or as a JSON list of strings")
+    for arn in parts:
+        if not _TOPIC_ARN.match(arn):
+            raise _fail("replyTopicArns", arn, "each entry must be an SNS topic ARN, "
+                        "arn:aws:sns:REGION:ACCOUNT:NAME (NAME.fifo for a FIFO topic)")
+    return tuple(dict.fromkeys(parts))
+
+
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise _fail(name, value, f"expected one of {', '.join(allowed)}")
@@ -297,7 +323,8 @@ def parse_inputs(context: dict[str, Any], base_dir: Path = REPO_ROOT) -> StackIn
         raise _fail("alarmEmail", alarm_email, "an e-mail address to subscribe to the alarm topic")
     return StackInputs(stack_name=stack_name, model=model, tokenizer_dir=tokenizer_dir, quota_name=quota_name,
                        quota=quota, session_store=session_store,  # type: ignore[arg-type]
-                       redis_mode=redis_mode, alarm_email=alarm_email)  # type: ignore[arg-type]
+                       redis_mode=redis_mode, alarm_email=alarm_email,  # type: ignore[arg-type]
+                       reply_topic_arns=parse_topic_arns(context.get("replyTopicArns")))
 
 
 def has_local_nvme(instance_type: str) -> bool:

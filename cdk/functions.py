@@ -52,7 +52,7 @@ class PythonFunction(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, source: Path, tokenizer_dir: Path,
                  layer: lambda_.ILayerVersion, key: kms.IKey, description: str, memory_mb: int,
-                 timeout: Duration, environment: dict[str, str],
+                 timeout: Duration, environment: dict[str, str], reserved_concurrency: int | None = None,
                  vpc: ec2.IVpc | None = None, security_groups: list[ec2.ISecurityGroup] | None = None) -> None:
         super().__init__(scope, construct_id)
         if not (source / "handler.py").is_file():
@@ -80,6 +80,7 @@ class PythonFunction(Construct):
             layers=[layer],
             memory_size=memory_mb,
             timeout=timeout,
+            reserved_concurrent_executions=reserved_concurrency,
             role=self.role,
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
 
 from cdk import api, chat_queue, functions, inference, observability, security, sessions
 from cdk.config import REPO_ROOT
@@ -61,11 +62,13 @@ class ClawdbotStack(Stack):
             **queue.environment(),
             "CLAWDBOT_API_KEY_SECRET_ARN": sec.api_key_secret.secret_arn,
         }
+        if inputs.reply_topic_arns:  # the API refuses other targets, the worker skips them
+            environment["CLAWDBOT_REPLY_TOPIC_ARNS"] = ",".join(inputs.reply_topic_arns)
         layer = functions.shared_layer(self)
         chat_api = functions.PythonFunction(
             self, "ChatApi", source=FUNCTIONS_DIR / "chat_api", tokenizer_dir=inputs.tokenizer_dir, layer=layer,
             key=key, description="clawdbot chat API (FastAPI via Mangum)", memory_mb=quota.api.memory_mb,
-            timeout=api.function_timeout(quota.api),
+            timeout=api.function_timeout(quota.api), reserved_concurrency=quota.api.max_concurrency,
             environment={**environment, **api.function_environment(quota.api)}, **vpc_args)  # type: ignore[arg-type]
         worker = functions.PythonFunction(
             self, "ChatWorker", source=FUNCTIONS_DIR / "chat_worker", tokenizer_dir=inputs.tokenizer_dir,
@@ -73,6 +76,9 @@ class ClawdbotStack(Stack):
             memory_mb=quota.worker.memory_mb, timeout=Duration.seconds(quota.worker.timeout_seconds),
             environment=environment, **vpc_args)  # type: ignore[arg-type]
         queue.attach(worker, quota.worker)
+        if inputs.reply_topic_arns:  # the worker publishes turn outcomes to exactly the configured topics
+            worker.role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"],
+                                                          resources=list(inputs.reply_topic_arns)))
 
         for fn in (chat_api, worker):
             model.grant_invoke(fn.role)

@@ -1,8 +1,9 @@
 """Fixtures of the CDK tests: one full in-process synth per session, shared by every assertion module.
 
 A synth of the whole stack costs 10-20 s (jsii, bundling, cdk-nag), so it happens once: the ``medium`` quota
-(two A/B variants) with DynamoDB sessions. The CLI synth test covers the other branch (inference component,
-Redis) through the real npm CLI. Construct-level tests build single constructs in a bare stack, which is cheap.
+(two A/B variants) with DynamoDB sessions and two reply topics. The CLI synth test covers the other branch
+(inference component, Redis, no reply topics) through the real npm CLI. Construct-level tests build single
+constructs in a bare stack, which is cheap.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 SHIPPED_MODEL = REPO_ROOT / "models" / "clawdbot-tiny-chat"
 MAIN_QUOTA = "medium"
+#: Reply topics of the session synth (a standard and a FIFO topic); the CLI synth test configures none.
+REPLY_TOPIC_ARNS = ("arn:aws:sns:eu-west-1:123456789012:clawdbot-replies",
+                    "arn:aws:sns:eu-west-1:123456789012:clawdbot-replies.fifo")
 
 
 def _usable_model(folder: Path) -> bool:
@@ -76,7 +80,8 @@ def synthesized(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Sy
     from cdk.app import build_app
 
     outdir = tmp_path_factory.mktemp("cdk.out")
-    app, stack = build_app({"model": str(model_dir), "quota": MAIN_QUOTA}, outdir=str(outdir))
+    app, stack = build_app({"model": str(model_dir), "quota": MAIN_QUOTA,
+                            "replyTopicArns": ",".join(REPLY_TOPIC_ARNS)}, outdir=str(outdir))
     app.synth()
     raw = json.loads((outdir / stack.template_file).read_text())
     return Synthesized(app=app, stack=stack, outdir=outdir, template=Template.from_json(raw), raw=raw)

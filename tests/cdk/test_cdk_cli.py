@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cdk.bundling import installed_layer_site
-from cdk.config import PRESETS_DIR, REPO_ROOT
+from cdk.config import PRESETS_DIR, REPO_ROOT, load_quota
 from clawdbot.cli.main import main
 
 if TYPE_CHECKING:
@@ -108,6 +108,19 @@ def test_real_cdk_cli_synthesizes_offline(model_dir: Path, tmp_path: Path) -> No
     assert "AWS::SageMaker::InferenceComponent" in types
     assert "AWS::ElastiCache::ReplicationGroup" in types
     assert types.count("AWS::Lambda::Function") == 2
+    # no reply topics configured: nobody may publish, and the app allows no target
+    functions = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    assert not any("CLAWDBOT_REPLY_TOPIC_ARNS" in f["Environment"]["Variables"] for f in functions)
+    policies = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Policy"]
+    assert "sns:Publish" not in json.dumps(policies)
+    # both Lambdas name the model's inference component on every call
+    (component,) = [r["Properties"] for r in template["Resources"].values()
+                    if r["Type"] == "AWS::SageMaker::InferenceComponent"]
+    assert [f["Environment"]["Variables"]["CLAWDBOT_SAGEMAKER_INFERENCE_COMPONENT"] for f in functions] == \
+        [component["InferenceComponentName"]] * 2
+    # the API's reserved concurrency follows this quota file too
+    quota = load_quota(str(PRESETS_DIR / "shared-gpu.json"))
+    assert sorted(f.get("ReservedConcurrentExecutions", 0) for f in functions) == [0, quota.api.max_concurrency]
     report = json.loads((out / "validation-report.json").read_text())
     assert [r for r in report["pluginReports"] if r.get("violations")] == []
     assert KEY not in "".join(p.read_text(errors="ignore") for p in out.glob("*.json"))

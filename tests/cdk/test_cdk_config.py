@@ -35,6 +35,7 @@ def test_presets_grow_from_small_to_large() -> None:
     assert small.api.rate_limit < medium.api.rate_limit < large.api.rate_limit
     assert small.inference.max_capacity < medium.inference.max_capacity < large.inference.max_capacity
     assert len(small.inference.variants) == 1 and len(medium.inference.variants) == 2
+    assert small.api.max_concurrency < medium.api.max_concurrency < large.api.max_concurrency
 
 
 def test_inputs_default_to_the_shipped_model_and_small(model_dir: Path) -> None:
@@ -139,3 +140,15 @@ def test_documented_costs_match_the_presets() -> None:
     for row in table_rows((*PRESET_NAMES, "cdk/presets/shared-gpu.json")):
         assert row in doc, f"docs/deploy.md is stale; regenerate with python -m cdk.pricing: {row}"
     assert f"as of {PRICES_AS_OF}" in doc
+
+
+def test_reply_topics_are_sns_arns_from_a_list_or_a_separated_string(model_dir: Path) -> None:
+    standard = "arn:aws:sns:eu-west-1:123456789012:replies"
+    fifo = "arn:aws-cn:sns:cn-north-1:123456789012:replies.fifo"
+    assert parse_inputs({"model": str(model_dir)}).reply_topic_arns == ()
+    assert parse_inputs({"model": str(model_dir), "replyTopicArns": f"{standard}, {fifo} {standard}"}) \
+        .reply_topic_arns == (standard, fifo)
+    assert parse_inputs({"model": str(model_dir), "replyTopicArns": [fifo]}).reply_topic_arns == (fifo,)
+    for bad in ("arn:aws:sqs:eu-west-1:123456789012:replies", "arn:aws:sns:eu-west-1:123456789012:*", "replies"):
+        with pytest.raises(ConfigError, match=r"'replyTopicArns'.*SNS topic ARN"):
+            parse_inputs({"model": str(model_dir), "replyTopicArns": bad})

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Any
 from aws_cdk.assertions import Match
 
 from cdk.config import load_quota
-from tests.cdk.conftest import MAIN_QUOTA
+from tests.cdk.conftest import MAIN_QUOTA, REPLY_TOPIC_ARNS
 
 if TYPE_CHECKING:
+    import pytest
     from aws_cdk.assertions import Template
 
+    from clawdbot.config.settings import Settings
     from tests.cdk.conftest import Synthesized
 
 QUOTA = load_quota(MAIN_QUOTA)
@@ -84,6 +86,55 @@ def test_lambdas_are_arm64_python_with_the_shared_layer_and_app_environment(synt
         assert env["POWERTOOLS_SERVICE_NAME"] == "clawdbot"
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Clawdbot"
         assert "KmsKeyArn" in props  # environment variables are encrypted with the data key
+
+
+def _policy_statements(synthesized: Synthesized, policy_prefix: str) -> list[dict[str, Any]]:
+    policy = next(v for k, v in synthesized.resources("AWS::IAM::Policy").items() if k.startswith(policy_prefix))
+    return list(policy["Properties"]["PolicyDocument"]["Statement"])
+
+
+def _app_settings(synthesized: Synthesized, function_prefix: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The app's ``Settings`` as the function would read them from its literal ``CLAWDBOT_*`` variables."""
+    from clawdbot.config.settings import Settings
+
+    fn = synthesized.raw["Resources"][_logical_id(synthesized, "AWS::Lambda::Function", function_prefix)]
+    for name, value in fn["Properties"]["Environment"]["Variables"].items():
+        if name.startswith("CLAWDBOT_") and isinstance(value, str):  # tokens (ARNs, names) are left out
+            monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def test_api_requires_keys_and_reserves_the_quotas_concurrency(synthesized: Synthesized,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from clawdbot.traffic.factory import keys_always_required
+
+    # GIVEN the API function's environment as the app reads it
+    settings = _app_settings(synthesized, "ChatApiFunction", monkeypatch)
+    # THEN it never runs open, and its stated cap is the concurrency Lambda reserves for it
+    assert settings.auth == "required" and keys_always_required(settings)
+    assert settings.max_concurrency == QUOTA.api.max_concurrency
+    functions = {k: v["Properties"] for k, v in synthesized.resources("AWS::Lambda::Function").items()}
+    api_fn = functions[_logical_id(synthesized, "AWS::Lambda::Function", "ChatApiFunction")]
+    assert api_fn["ReservedConcurrentExecutions"] == QUOTA.api.max_concurrency
+    # the worker's concurrency is bounded by its event source mapping instead (see the queue tests)
+    worker_fn = functions[_logical_id(synthesized, "AWS::Lambda::Function", "ChatWorkerFunction")]
+    assert "ReservedConcurrentExecutions" not in worker_fn
+
+
+def test_reply_topics_reach_both_functions_and_only_the_worker_may_publish(
+        synthesized: Synthesized, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clawdbot.queue.replies import ReplyPublisher
+
+    for prefix in ("ChatApiFunction", "ChatWorkerFunction"):
+        # the API refuses any other target and the worker skips any other: both must read the same list
+        settings = _app_settings(synthesized, prefix, monkeypatch)
+        assert ReplyPublisher.from_settings(settings).allowed_topics == set(REPLY_TOPIC_ARNS), prefix
+    publish = [s for s in _policy_statements(synthesized, "ChatWorkerRoleDefaultPolicy")
+               if "sns:Publish" in json.dumps(s["Action"])]
+    assert len(publish) == 1
+    assert publish[0]["Effect"] == "Allow" and publish[0]["Action"] == "sns:Publish"
+    assert sorted(publish[0]["Resource"]) == sorted(REPLY_TOPIC_ARNS)  # exactly those topics, no pattern
+    assert "sns:" not in json.dumps(_policy_statements(synthesized, "ChatApiRoleDefaultPolicy"))
 
 
 # ------------------------------------------------------------------------------------------------ queue
