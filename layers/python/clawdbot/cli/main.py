@@ -13,7 +13,7 @@ import sys
 from clawdbot.exceptions import ClawdbotError
 
 #: Modules under ``clawdbot.cli`` that contribute sub-commands, in help order.
-COMMAND_MODULES = ("serve", "invoke", "model", "keys", "ab", "deploy")
+COMMAND_MODULES = ("serve", "invoke", "model", "keys", "ab", "deploy", "cost")
 
 
 class CommandError(Exception):
