@@ -72,4 +72,7 @@ class ChatQueue(Construct):
         ))
 
     def environment(self) -> dict[str, str]:
-        return {"CLAWDBOT_QUEUE_URL": self.queue.queue_url}
+        """The queue for the API; its redrive limit for the worker, which gives a turn up on that delivery (stored
+        ``failed`` before it is dead-lettered, so clients stop polling ``pending``)."""
+        return {"CLAWDBOT_QUEUE_URL": self.queue.queue_url,
+                "CLAWDBOT_QUEUE_MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT)}

@@ -151,6 +151,16 @@ def test_fifo_queue_with_kms_dlq_redrive_and_six_times_visibility(synthesized: S
                                                          "MessageRetentionPeriod": 14 * 24 * 3600})
 
 
+def test_worker_gives_a_turn_up_on_the_queues_last_delivery(synthesized: Synthesized,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from clawdbot.queue.config import WorkerConfig
+
+    turns = synthesized.raw["Resources"][_logical_id(synthesized, "AWS::SQS::Queue", "QueueTurns")]
+    max_receive_count = turns["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    _app_settings(synthesized, "ChatWorkerFunction", monkeypatch)  # the worker's variables, as it reads them
+    assert WorkerConfig().max_receive_count == max_receive_count
+
+
 def test_worker_reports_batch_item_failures(synthesized: Synthesized, template: Template) -> None:
     worker_id = _logical_id(synthesized, "AWS::Lambda::Function", "ChatWorkerFunction")
     template.has_resource_properties("AWS::Lambda::EventSourceMapping", {

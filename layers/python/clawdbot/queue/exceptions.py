@@ -49,3 +49,10 @@ class TurnTooLargeError(QueueError, InvalidRequestError):
 
 class ReplyTargetNotAllowedError(QueueError, InvalidRequestError):
     code = "reply_target_not_allowed"
+
+
+class TurnRetriesExhaustedError(QueueError, ServiceUnavailableError):
+    """A turn failed for a passing reason on its last delivery: it is stored ``failed`` and its record is parked
+    in the DLQ. Resending it takes a new turn id (the old one answers ``failed`` until its record expires)."""
+
+    code = "turn_retries_exhausted"

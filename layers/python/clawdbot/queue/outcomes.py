@@ -7,8 +7,8 @@
   apart); the worker has not started it, or its last attempt died and SQS will redeliver it;
 * ``in_progress``: a worker holds it now;
 * ``done``: the reply is in the transcript (``reply``, ``finish_reason``, ``usage``);
-* ``failed``: it can never succeed (unknown session, prompt too long, ...): ``error`` in OpenAI's shape, and
-  nothing was added to the transcript.
+* ``failed``: it can never succeed (unknown session, prompt too long, ...), or it failed on every delivery the
+  queue allows (``turn_retries_exhausted``): ``error`` in OpenAI's shape, and nothing was added to the transcript.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ with :meth:`TurnWorker.record_handler`. What happens to a record:
   throttling, another worker holding the turn): the record fails and lands in ``batchItemFailures``; SQS
   redelivers it, and after ``maxReceiveCount`` moves it to the DLQ. With ``skip_group_on_error`` only the rest of
   *that session's* records in the batch fail with it (FIFO order within a session is kept); other sessions'
-  records succeed;
+  records succeed. On the last delivery (the queue's ``maxReceiveCount``, ``CLAWDBOT_QUEUE_MAX_RECEIVE_COUNT``)
+  a turn that fails again is first stored as ``failed`` (``turn_retries_exhausted``), so its client stops
+  reading ``pending``, and then still fails into the DLQ;
 * the turn can never succeed (unknown session, prompt too long: a 4xx ``ClawdbotError``): the failure is stored
   as the turn's outcome and the record succeeds, so it is not retried and the client reads ``failed``;
 * otherwise the turn runs through ``ChatService`` (the same code as ``POST /v1/chat/completions``), which appends
@@ -37,7 +39,7 @@ from clawdbot.chat.service import ChatService, TurnRequest
 from clawdbot.exceptions import ClawdbotError
 from clawdbot.inference.types import ChatMessage
 from clawdbot.metrics.observability import session_id_var
-from clawdbot.queue.exceptions import TurnInProgressError
+from clawdbot.queue.exceptions import TurnInProgressError, TurnRetriesExhaustedError
 from clawdbot.queue.idempotency import KEY_PREFIX, build_persistence_layer, idempotency_config
 from clawdbot.queue.messages import TurnMessage, parse_record
 from clawdbot.queue.outcomes import done_outcome, failed_outcome, find_recorded_turn
@@ -93,16 +95,18 @@ class TurnWorker:
     """Runs queued turns. Build one per execution environment (cold start) and reuse it for every batch."""
 
     def __init__(self, chat: ChatService, persistence: BasePersistenceLayer, config: IdempotencyConfig,
-                 replies: ReplyPublisher, *, window: int) -> None:
+                 replies: ReplyPublisher, *, window: int, max_receive_count: int | None = None) -> None:
         """``config`` must be the one ``persistence`` was configured with: the Lambda context is registered on it.
 
         ``window`` is how many of a session's newest entries are searched for an already recorded turn.
+        ``max_receive_count`` is the queue's (see ``WorkerConfig``): the delivery on which a turn is given up.
         """
         self.chat = chat
         self.persistence = persistence
         self.config = config
         self.replies = replies
         self.window = window
+        self.max_receive_count = max_receive_count
         self._idempotent_turn = idempotent_function(
             self._run_turn, data_keyword_argument="message", persistence_store=persistence, config=config,
             key_prefix=KEY_PREFIX)
@@ -119,6 +123,7 @@ class TurnWorker:
             from clawdbot.inference.factory import build_backend
 
             backend = build_backend(settings)
+        from clawdbot.queue.config import WorkerConfig
         from clawdbot.traffic.ab import build_router
 
         chat = ChatService(store, backend, settings)
@@ -126,29 +131,40 @@ class TurnWorker:
         chat.observers += turn_observers(settings)
         config = idempotency_config(settings)
         persistence = build_persistence_layer(settings, config, store=store)
-        return cls(chat, persistence, config, ReplyPublisher.from_settings(settings), window=settings.history_window)
+        return cls(chat, persistence, config, ReplyPublisher.from_settings(settings), window=settings.history_window,
+                   max_receive_count=WorkerConfig().max_receive_count)
 
     def record_handler(self, record: SQSRecord, lambda_context: LambdaContext | None = None) -> dict[str, Any]:
         """Process one record (the batch processor's record handler); returns the turn's outcome.
 
-        Raises to fail the record: ``PoisonMessageError``, ``TurnInProgressError``, or a transient error.
+        Raises to fail the record: ``PoisonMessageError``, ``TurnInProgressError``, a transient error, or on the
+        last delivery ``TurnRetriesExhaustedError`` once the turn is stored ``failed`` (the record goes to the DLQ).
         """
         message = parse_record(record)
+        last_try = (self.max_receive_count is not None
+                    and int(record.attributes.approximate_receive_count or 1) >= self.max_receive_count)
         if lambda_context is not None:
             # Bounds the in-progress lock by this invocation's remaining time.
             self.config.register_lambda_context(lambda_context)
         session = session_id_var.set(message.session_id)  # log lines name the session, as the API's do
         try:
-            outcome: dict[str, Any] = self._idempotent_turn(message=message)
+            outcome: dict[str, Any] = self._idempotent_turn(message=message, last_try=last_try)
         except IdempotencyAlreadyInProgressError as exc:
             raise TurnInProgressError(f"turn {message.turn_id} is being processed by another worker") from exc
         finally:
             session_id_var.reset(session)
         self.replies.publish(message, outcome)
+        if last_try and outcome.get("error", {}).get("code") == TurnRetriesExhaustedError.code:
+            # Still dead-lettered: the DLQ alarm is how operators learn that turns are being given up.
+            raise TurnRetriesExhaustedError(f"turn {message.turn_id} was given up and stored as failed")
         return outcome
 
-    def _run_turn(self, message: TurnMessage) -> dict[str, Any]:
-        """The turn itself, run at most once per key (``idempotent_function`` stores what it returns)."""
+    def _run_turn(self, message: TurnMessage, last_try: bool = False) -> dict[str, Any]:
+        """The turn itself, run at most once per key (``idempotent_function`` stores what it returns).
+
+        On ``last_try`` a passing failure is stored as the turn's ``failed`` outcome instead of raised: the queue
+        will not deliver it again, and a turn that never gets an outcome reads ``pending`` forever.
+        """
         recorded = find_recorded_turn(self.chat.store, message.session_id, message.turn_id, self.window)
         if recorded is not None:
             logger.debug("turn %s is already in session %s; not running it again", message.turn_id,
@@ -159,9 +175,22 @@ class TurnWorker:
         try:
             result = self.chat.complete(self.chat.prepare(request))
         except ClawdbotError as exc:
-            if not is_permanent(exc):
+            if is_permanent(exc):
+                logger.debug("turn %s failed for good: %s (%s)", message.turn_id, exc.code, exc.message)
+                return failed_outcome(exc)
+            if not last_try:
                 raise
-            logger.debug("turn %s failed for good: %s (%s)", message.turn_id, exc.code, exc.message)
-            return failed_outcome(exc)
+            return self._give_up(message, exc.code or type(exc).__name__, exc)
+        except Exception as exc:
+            if not last_try:
+                raise
+            return self._give_up(message, type(exc).__name__, exc)
         logger.debug("turn %s done in session %s", message.turn_id, message.session_id)
         return done_outcome(result)
+
+    def _give_up(self, message: TurnMessage, reason: str, exc: Exception) -> dict[str, Any]:
+        logger.warning("giving up turn %s of session %s on its last delivery: %s", message.turn_id,
+                       message.session_id, reason, exc_info=exc)
+        return failed_outcome(TurnRetriesExhaustedError(
+            f"The turn failed on each of its {self.max_receive_count} attempts (last: {reason}) and was not run. "
+            "Send it again as a new turn."))
