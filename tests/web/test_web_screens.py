@@ -59,6 +59,6 @@ def test_pages_fit_the_window_and_are_captured(size: str, new_page: Callable[...
     for metric in ("cpu", "requests", "turns", "satisfaction"):
         expect(ops.locator(f"[data-metric={metric}] .now")).not_to_have_text(NO_READING)
     expect(ops.locator("#ab-table tbody tr").first).to_be_visible()
-    ops.wait_for_timeout(3000)  # a few more readings, so the charts have lines
+    ops.wait_for_timeout(2000)  # a few more readings, so the charts have lines
     assert_fits_the_window(ops)
     ops.screenshot(path=artifacts / f"ops-{size}.png", full_page=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources as package_files
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,9 @@ from starlette.staticfiles import StaticFiles
 
 from clawdbot.api.dependencies import Resources, get_resources
 from clawdbot.web.summary import AbReportCache, build_summary
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 STATIC_DIR = Path(str(package_files.files("clawdbot.web") / "static"))
 #: Where the assets are mounted; the pages refer to them relatively (``web/...``), so a path prefix still works.
@@ -58,8 +61,22 @@ async def ops_summary(request: Request, res: Annotated[Resources, Depends(get_re
     return await run_in_threadpool(build_summary, res, getattr(state, "metrics", None), state.ab_report_cache)
 
 
+class _NamedAssets:
+    """The assets app, naming its route template as FastAPI's routes do (``scope["route"].path``), so request
+    metrics count asset requests under ``/web/{path}`` rather than with the refusals answered before routing."""
+
+    path = ASSETS_PREFIX + "/{path}"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     """Mount the pages, the assets and the summary route on ``app``."""
     app.state.ab_report_cache = AbReportCache()
     app.include_router(router)
-    app.mount(ASSETS_PREFIX, StaticFiles(directory=STATIC_DIR), name="web")
+    app.mount(ASSETS_PREFIX, _NamedAssets(StaticFiles(directory=STATIC_DIR)), name="web")
