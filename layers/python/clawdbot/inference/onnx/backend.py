@@ -98,7 +98,9 @@ class OnnxBackend(InferenceBackend):
         text = self.template.render([{"role": m.role, "content": m.content} for m in messages],
                                     add_generation_prompt=True)
         # The template already wrote any BOS/special tokens; adding them again is what transformers avoids too.
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        # encode_batch_fast skips the character offsets encode() computes and nobody reads here: ~30% less
+        # time for the prompt counts every turn makes (bench.overhead).
+        return self.tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self.encode_prompt(messages))
