@@ -9,6 +9,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from tests.fixtures.servers import run_redis_server
 from tests.web.chat_actions import current_session, enter_key, open_chat, send
 from tests.web.conftest import server_env, start_server, stop_server
 
@@ -179,13 +180,17 @@ def test_every_asset_is_served_by_the_app(new_page: Callable[..., Page], web_ser
 
 
 @pytest.fixture(scope="module")
-def redis_backed_server(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An open server (loopback, no key) on the Redis store, which cannot list sessions by owner."""
+def redis_backed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An open server (loopback, no key) on the Redis store, which cannot list sessions by owner.
+
+    Its redis-server is its own: an API key another test left in a shared one would close the server.
+    """
     data_dir = tmp_path_factory.mktemp("web-redis")
-    env = server_env(data_dir, CLAWDBOT_SESSION_STORE="redis", CLAWDBOT_REDIS_URL=redis_server)
-    base_url, process = start_server(env, data_dir / "server.log")
-    yield base_url
-    stop_server(process)
+    with run_redis_server(data_dir) as redis_url:
+        env = server_env(data_dir, CLAWDBOT_SESSION_STORE="redis", CLAWDBOT_REDIS_URL=redis_url)
+        base_url, process = start_server(env, data_dir / "server.log")
+        yield base_url
+        stop_server(process)
 
 
 def test_without_a_session_list_the_browser_remembers_its_conversations(
