@@ -40,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(bind_host=args.host)  # keys become mandatory when bound beyond loopback
     except ValidationError as exc:
         raise CommandError(f"invalid configuration:\n{exc}") from exc
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except Exception as exc:
+        # AWS SDK configuration problems (no region, no credentials, unreachable endpoint) are the user's to
+        # fix: say which, without a traceback. Our own errors (ClawdbotError) are reported by main().
+        if type(exc).__module__.split(".")[0] in ("botocore", "boto3", "redis"):
+            raise CommandError(f"cannot reach the configured {settings.session_store} store: {exc}") from exc
+        raise
     print(f"clawdbot: serving model '{app.state.resources.backend.model_id}' "
           f"(sessions: {settings.session_store}) on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
