@@ -127,7 +127,8 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     data_dir = scratch / "api"
     key, sessions = prepare_data(data_dir, args.clients + 1, args.history)
     results: dict[str, Any] = {}
-    with serve("api", data_dir) as api_port, serve("direct", scratch / "direct") as direct_port:
+    with serve("api", data_dir) as api, serve("direct", scratch / "direct") as direct:
+        api_port, direct_port = api.port, direct.port
         api_reqs = [api_request(model, key, sid) for sid in sessions[1:]]
         direct_reqs = [direct_request(model)] * args.clients
 
@@ -147,13 +148,19 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         print(f"sequential: api p50 {results['sequential_api_p50_ms']} ms, direct p50 "
               f"{results['sequential_direct_p50_ms']} ms", flush=True)
 
+        cpu = {"api": [0.0, 0], "direct": [0.0, 0]}  # server CPU seconds and requests, over the load phases
+
         def phase(rate: float | None) -> tuple[LoadResult, LoadResult]:
-            api_runs, direct_runs = [], []
+            api_runs: list[LoadResult] = []
+            direct_runs: list[LoadResult] = []
             for round_index in range(args.rounds):
-                order = (("api", api_port, api_reqs, api_runs), ("direct", direct_port, direct_reqs, direct_runs))
-                for name, port, reqs, out in order[:: 1 if round_index % 2 == 0 else -1]:
-                    result = asyncio.run(run_load("127.0.0.1", port, reqs, duration_s=args.seconds,
+                order = (("api", api, api_reqs, api_runs), ("direct", direct, direct_reqs, direct_runs))
+                for name, server, reqs, out in order[:: 1 if round_index % 2 == 0 else -1]:
+                    cpu_before = server.cpu_seconds()
+                    result = asyncio.run(run_load("127.0.0.1", server.port, reqs, duration_s=args.seconds,
                                                   rate_per_s=rate, seed=round_index))
+                    cpu[name][0] += server.cpu_seconds() - cpu_before
+                    cpu[name][1] += result.sent
                     _check(result, name)
                     out.append(result)
             return _merge(api_runs), _merge(direct_runs)
@@ -185,6 +192,10 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             "c64_capacity_direct_p99_ms": round(cap_direct.percentile_ms(99), 2),
             "c64_capacity_ratio_api_vs_direct": round(cap_api.throughput / cap_direct.throughput, 3),
             "overhead_per_turn_server_ms": round(1000 / cap_api.throughput - 1000 / cap_direct.throughput, 3),
+            "api_server_cpu_ms_per_turn": round(cpu["api"][0] / cpu["api"][1] * 1000, 3),
+            "direct_server_cpu_ms_per_turn": round(cpu["direct"][0] / cpu["direct"][1] * 1000, 3),
+            "overhead_cpu_ms_per_turn": round((cpu["api"][0] / cpu["api"][1]
+                                               - cpu["direct"][0] / cpu["direct"][1]) * 1000, 3),
         }
         print(f"64 clients back to back: api {results['c64_capacity_api_turns_per_s']} turns/s, direct "
               f"{results['c64_capacity_direct_turns_per_s']} turns/s", flush=True)

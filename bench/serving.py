@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,26 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running benchmark server: its port and process id."""
+
+    port: int
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (Linux ``/proc``; 0.0 elsewhere).
+
+        CPU time per turn is the steadiest figure on a shared machine: other processes' load stretches wall
+        times, not the CPU a request costs.
+        """
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _port_open(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
@@ -105,8 +126,8 @@ def _port_open(port: int) -> bool:
 
 @contextlib.contextmanager
 def serve(kind: str, data_dir: Path, *, backend: str = "instant", model_dir: Path | None = None,
-          env: dict[str, str] | None = None) -> Iterator[int]:
-    """Run a ``kind`` server until the block ends; yields its port."""
+          env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Run a ``kind`` server until the block ends."""
     from bench.instant import MODEL_DIR
 
     port = free_port()
@@ -123,7 +144,7 @@ def serve(kind: str, data_dir: Path, *, backend: str = "instant", model_dir: Pat
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{kind} server did not start:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.1)
-        yield port
+        yield Server(port, proc.pid)
     finally:
         proc.terminate()
         try:
