@@ -139,6 +139,18 @@ def test_read_of_an_exact_multiple_ends_without_a_cursor(store: SessionStore) ->
     assert page.next_after is None
 
 
+@pytest.mark.parametrize("after", [10**12 - 1, 10**12, 10**13, 2**63, 10**40])
+def test_read_after_a_cursor_past_any_sequence_finds_nothing(store: SessionStore, after: int) -> None:
+    # A client may send any integer as the cursor: SQLite cannot bind one past 64 bits, DynamoDB's 12-digit sort
+    # keys would compare a 13-digit one as text (and find entries), DynamoDB refuses numbers past 38 digits.
+    sid = store.create().session_id
+    store.append(sid, turn(0))
+
+    page = store.read(sid, after=after)
+
+    assert page.entries == [] and page.next_after is None
+
+
 def test_read_clamps_the_page_size(make_store: Callable[..., SessionStore]) -> None:
     store = make_store(StoreConfig(max_page_size=3))
     sid = store.create().session_id

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 #: Longest session id accepted from clients (ids we generate are 32 chars).
 MAX_SESSION_ID_LENGTH = 128
+#: Highest sequence number a session reaches (DynamoDB's sort keys hold 12 digits). ``read`` clamps its cursor to
+#: it: SQLite cannot bind an integer past 64 bits, Redis refuses one as a score, DynamoDB would compare a longer one
+#: as text.
+MAX_SEQ = 10**12 - 1
 _ID_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:@")
 
 
@@ -102,6 +106,8 @@ class SessionStore(ABC):
         """Entries with ``seq > after`` (all when ``after`` is None), oldest first, at most ``limit``."""
         self.get(session_id)
         limit = max(1, min(limit, self.config.max_page_size))
+        if after is not None:  # any integer a client sends: past MAX_SEQ means "nothing", not an engine error
+            after = min(after, MAX_SEQ)
         return self._read(session_id, after, limit)
 
     def read_recent(self, session_id: str, limit: int) -> list[TranscriptEntry]:
