@@ -42,6 +42,9 @@ DB_FILENAME = "sessions.sqlite3"
 BUSY_TIMEOUT_MS = 30_000
 #: Expired sessions are hidden at once but deleted from disk by a sweep at most this often (and at open).
 PURGE_INTERVAL_S = 3600.0
+#: A context read slides the expiry only if it slid longer ago than this (at most a tenth of the TTL): with a day's
+#: TTL a session then expires between 23:59 and 24:00 after its last use, and most reads write nothing.
+TOUCH_SLACK_S = 60
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -253,15 +256,26 @@ class SQLiteSessionStore(SessionStore):
         return EntryPage(entries=page, next_after=page[-1].seq if len(rows) > limit else None)
 
     def _read_recent(self, session_id: str, limit: int) -> list[TranscriptEntry]:
-        with self._write() as conn:
-            meta = self._select_meta(conn, session_id)
-            if meta is None or self._expired(meta):
-                return []
-            rows = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
-                (session_id, limit),
-            ).fetchall()
-            self._touch(conn, session_id)
+        """The context window: read in a snapshot that takes no write lock, then slide the expiry in a write
+        of its own only if it has not slid in the last ``TOUCH_SLACK_S`` (every chat turn reads, then appends,
+        which slides it anyway; bench.overhead showed turns queueing on the write lock for these touches)."""
+        with self._connection() as conn:
+            conn.execute("BEGIN")  # deferred: one consistent snapshot of META and the entries, no lock taken
+            try:
+                meta = self._select_meta(conn, session_id)
+                if meta is None or self._expired(meta):
+                    return []
+                rows = conn.execute(
+                    f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
+                    (session_id, limit),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        ttl = self.config.ttl_seconds
+        if ttl is not None and meta.expires_at is not None and \
+                meta.expires_at < self._expiry(time.time()) - min(TOUCH_SLACK_S, ttl // 10):  # type: ignore[operator]
+            with self._write() as conn:
+                self._touch(conn, session_id)
         return [_entry(r) for r in reversed(rows)]
 
     def _delete(self, session_id: str) -> bool:
