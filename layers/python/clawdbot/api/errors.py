@@ -75,7 +75,7 @@ async def _on_validation_error(_: Request, exc: Exception) -> Response:
     return error_response(400, message, "invalid_request_error", param, code)
 
 
-async def _on_http_error(_: Request, exc: Exception) -> Response:
+async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     if status == 404:
@@ -84,8 +84,22 @@ async def _on_http_error(_: Request, exc: Exception) -> Response:
         message, code = "Method not allowed for this URL.", "method_not_allowed"
     else:
         message, code = str(exc.detail), None
-    return error_response(status, message, _STATUS_TYPES.get(status, "invalid_request_error"), None, code,
-                          dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if status == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return error_response(status, message, _STATUS_TYPES.get(status, "invalid_request_error"), None, code, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path: Starlette names only those of the first route it matched
+    (``POST /v1/sessions`` hid ``GET /v1/sessions``)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods.update(route.methods)
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
