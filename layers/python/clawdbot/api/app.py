@@ -11,6 +11,7 @@ from clawdbot import __version__
 from clawdbot.api.dependencies import Resources
 from clawdbot.api.errors import install_error_handlers
 from clawdbot.api.middleware import RequestContextMiddleware
+from clawdbot.api.openapi import install as install_openapi
 from clawdbot.api.routes import chat, health, sessions, turns
 from clawdbot.chat.service import ChatService
 from clawdbot.config.settings import Settings, get_settings
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, *, store: SessionStore | None =
     app.state.resources = Resources(settings=settings, store=store, backend=backend,
                                     chat=ChatService(store, backend, settings), loaded_at=int(time.time()))
     install_error_handlers(app)
+    install_openapi(app)  # success schemas, error responses and id patterns in /openapi.json
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(sessions.router)

@@ -1,0 +1,260 @@
+"""The OpenAPI document says what the API really answers, so clients and fuzzers can hold it to that.
+
+FastAPI's generated document describes requests well but answers poorly here: routes return plain dicts (cheap on
+the hot path), so success bodies had no schema; every operation claimed a 422 for invalid input that the API never
+sends (it answers OpenAI's 400) and none of the errors it does send; session ids had no pattern, so a schema-valid
+id could be refused. This module completes the generated document, once, when it is first asked for:
+
+* success bodies get their schemas (the OpenAI shapes built in ``api.schemas`` and the routes);
+* every operation documents its errors as ``4XX``/``5XX`` in OpenAI's error shape, the chat route its 422 for a
+  reused ``Idempotency-Key``;
+* ``session_id`` (path and ``x-session-id`` header) and a created session's ``id`` carry the pattern the store
+  enforces;
+* a chat request's ``model`` names the one model this server serves (any other is a 404 ``model_not_found``), its
+  ``messages`` their most (``CLAWDBOT_MAX_MESSAGES``; more is a 400 ``too_many_messages``), its completion limits
+  the model's context length, and its ``Idempotency-Key`` the characters the API accepts.
+
+Schemathesis (``tests/reliability``) checks every answer against this document.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from clawdbot.sessions.base import MAX_SESSION_ID_LENGTH
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+#: What ``sessions.base.validate_session_id`` accepts.
+SESSION_ID_PATTERN = rf"^[A-Za-z0-9\-_.:@]{{1,{MAX_SESSION_ID_LENGTH}}}$"
+#: What ``api.idempotency`` accepts as an ``Idempotency-Key``: 1-255 visible ASCII characters.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
+_REF = "#/components/schemas/{model}"
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(_Open):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(_Open):
+    """OpenAI's error shape, for every 4xx and 5xx."""
+
+    error: ErrorDetail
+
+
+class Usage(_Open):
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    total_tokens: int = Field(ge=0)
+
+
+class AssistantMessage(_Open):
+    role: Literal["assistant"]
+    content: str
+    refusal: None = None
+
+
+class Choice(_Open):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletion(_Open):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[Choice] = Field(min_length=1, max_length=1)
+    usage: Usage
+
+
+class ChunkChoice(_Open):
+    index: int
+    delta: dict[str, Any]
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletionChunk(_Open):
+    """One server-sent event of a streamed completion (``data: [DONE]`` ends the stream)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChunkChoice] = Field(max_length=1)
+    usage: Usage | None = None
+
+
+class Model(_Open):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(_Open):
+    object: Literal["list"]
+    data: list[Model]
+
+
+class TranscriptEntry(_Open):
+    seq: int = Field(ge=0)
+    role: str
+    content: str
+    created_at: float
+    turn_id: str | None
+    metadata: dict[str, Any] | None = None
+
+
+class TranscriptPage(_Open):
+    object: Literal["list"]
+    data: list[TranscriptEntry]
+    has_more: bool
+    next_after: int | None
+
+
+class Session(_Open):
+    id: str
+    object: Literal["session"]
+    created_at: int
+    updated_at: int
+    expires_at: int | None
+    message_count: int = Field(ge=0)
+    metadata: dict[str, Any]
+    system_prompt: str | None
+    messages: TranscriptPage | None = None
+
+
+class SessionList(_Open):
+    object: Literal["list"]
+    data: list[Session]
+
+
+class SessionDeleted(_Open):
+    id: str
+    object: Literal["session.deleted"]
+    deleted: bool
+
+
+class Turn(_Open):
+    id: str
+    object: Literal["session.turn"]
+    session_id: str
+    status: Literal["pending", "in_progress", "done", "failed"]
+
+
+class Feedback(_Open):
+    object: Literal["session.feedback"]
+    session_id: str
+    turn_id: str | None
+    score: int = Field(ge=1, le=5)
+    comment: str | None
+    created_at: float
+    completed: bool
+
+
+class Health(_Open):
+    status: Literal["ok"]
+    model: str
+
+
+#: (method, path) -> (status, model) of the success answer.
+SUCCESS: dict[tuple[str, str], tuple[str, type[BaseModel]]] = {
+    ("get", "/healthz"): ("200", Health),
+    ("get", "/v1/models"): ("200", ModelList),
+    ("get", "/v1/models/{model_id}"): ("200", Model),
+    ("post", "/v1/chat/completions"): ("200", ChatCompletion),
+    ("post", "/v1/sessions"): ("201", Session),
+    ("get", "/v1/sessions"): ("200", SessionList),
+    ("get", "/v1/sessions/{session_id}"): ("200", Session),
+    ("delete", "/v1/sessions/{session_id}"): ("200", SessionDeleted),
+    ("post", "/v1/sessions/{session_id}/turns"): ("202", Turn),
+    ("get", "/v1/sessions/{session_id}/turns/{turn_id}"): ("200", Turn),
+    ("post", "/v1/sessions/{session_id}/feedback"): ("201", Feedback),
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}}}
+
+
+def complete(document: dict[str, Any], model_id: str | None = None, max_messages: int | None = None,
+             context_length: int | None = None) -> dict[str, Any]:
+    """Add success schemas, error responses, id patterns and the served model's limits (``model_id``,
+    ``max_messages``, ``context_length``) to FastAPI's generated ``document`` (in place)."""
+    models = [ErrorResponse, ChatCompletionChunk, *{model for _, model in SUCCESS.values()}]
+    _, definitions = models_json_schema([(m, "serialization") for m in models], ref_template=_REF)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(definitions.get("$defs", {}))
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    id_schema = {"type": "string", "pattern": SESSION_ID_PATTERN, "maxLength": MAX_SESSION_ID_LENGTH}
+    if "CreateSessionRequest" in schemas:
+        schemas["CreateSessionRequest"]["properties"]["id"] = {"anyOf": [id_schema, {"type": "null"}]}
+    chat_request = schemas.get("ChatCompletionRequest", {}).get("properties", {})
+    if model_id is not None and chat_request:
+        chat_request["model"] = {"type": "string", "enum": [model_id]}
+    if max_messages is not None and chat_request:
+        chat_request["messages"]["maxItems"] = max_messages
+    if context_length is not None and chat_request:
+        for name in ("max_tokens", "max_completion_tokens"):
+            chat_request[name] = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": context_length},
+                                            {"type": "null"}]}
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            responses.pop("422", None)
+            success = SUCCESS.get((method, path))
+            if success is not None:
+                status, model = success
+                content: dict[str, Any] = {"application/json": {"schema": {"$ref": _REF.format(
+                    model=model.__name__)}}}
+                if (method, path) == ("post", "/v1/chat/completions"):
+                    content["text/event-stream"] = {"schema": {"anyOf": [
+                        {"$ref": _REF.format(model="ChatCompletionChunk")},
+                        {"$ref": _REF.format(model="ErrorResponse")},  # a stream that fails midway says so in-band
+                        {"type": "string", "const": "[DONE]"}]}}
+                    responses["422"] = _error("The Idempotency-Key was used with a different request.")
+                responses[status] = {**responses.get(status, {}), "description": "Success", "content": content}
+            responses["4XX"] = _error("The request cannot be served (OpenAI's error shape).")
+            responses["5XX"] = _error("The server or a dependency failed; 429/503 carry Retry-After.")
+            for parameter in operation.get("parameters", []):
+                if parameter.get("name") == "idempotency-key":
+                    parameter["schema"] = {"anyOf": [{"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+                                                     {"type": "null"}]}
+                if parameter.get("name") in ("session_id", "x-session-id"):
+                    parameter["schema"] = {**id_schema} if parameter.get("required") else {
+                        "anyOf": [id_schema, {"type": "null"}]}
+    return document
+
+
+def install(app: FastAPI) -> None:
+    """Serve the completed document at ``/openapi.json`` (built once, on first request)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            resources = app.state.resources
+            app.openapi_schema = complete(generate(), resources.backend.model_id, resources.settings.max_messages,
+                                          resources.backend.context_length)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
