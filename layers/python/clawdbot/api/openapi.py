@@ -19,10 +19,7 @@ Schemathesis (``tests/reliability``) checks every answer against this document.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import models_json_schema
+from typing import TYPE_CHECKING, Any
 
 from clawdbot.sessions.base import MAX_SESSION_ID_LENGTH
 
@@ -36,159 +33,6 @@ IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 _REF = "#/components/schemas/{model}"
 
 
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class ErrorDetail(_Open):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorResponse(_Open):
-    """OpenAI's error shape, for every 4xx and 5xx."""
-
-    error: ErrorDetail
-
-
-class Usage(_Open):
-    prompt_tokens: int = Field(ge=0)
-    completion_tokens: int = Field(ge=0)
-    total_tokens: int = Field(ge=0)
-
-
-class AssistantMessage(_Open):
-    role: Literal["assistant"]
-    content: str
-    refusal: None = None
-
-
-class Choice(_Open):
-    index: int
-    message: AssistantMessage
-    logprobs: None = None
-    finish_reason: Literal["stop", "length"]
-
-
-class ChatCompletion(_Open):
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    system_fingerprint: str | None = None
-    choices: list[Choice] = Field(min_length=1, max_length=1)
-    usage: Usage
-
-
-class ChunkChoice(_Open):
-    index: int
-    delta: dict[str, Any]
-    logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None
-
-
-class ChatCompletionChunk(_Open):
-    """One server-sent event of a streamed completion (``data: [DONE]`` ends the stream)."""
-
-    id: str
-    object: Literal["chat.completion.chunk"]
-    created: int
-    model: str
-    choices: list[ChunkChoice] = Field(max_length=1)
-    usage: Usage | None = None
-
-
-class Model(_Open):
-    id: str
-    object: Literal["model"]
-    created: int
-    owned_by: str
-
-
-class ModelList(_Open):
-    object: Literal["list"]
-    data: list[Model]
-
-
-class TranscriptEntry(_Open):
-    seq: int = Field(ge=0)
-    role: str
-    content: str
-    created_at: float
-    turn_id: str | None
-    metadata: dict[str, Any] | None = None
-
-
-class TranscriptPage(_Open):
-    object: Literal["list"]
-    data: list[TranscriptEntry]
-    has_more: bool
-    next_after: int | None
-
-
-class Session(_Open):
-    id: str
-    object: Literal["session"]
-    created_at: int
-    updated_at: int
-    expires_at: int | None
-    message_count: int = Field(ge=0)
-    metadata: dict[str, Any]
-    system_prompt: str | None
-    messages: TranscriptPage | None = None
-
-
-class SessionList(_Open):
-    object: Literal["list"]
-    data: list[Session]
-
-
-class SessionDeleted(_Open):
-    id: str
-    object: Literal["session.deleted"]
-    deleted: bool
-
-
-class Turn(_Open):
-    id: str
-    object: Literal["session.turn"]
-    session_id: str
-    status: Literal["pending", "in_progress", "done", "failed"]
-
-
-class Feedback(_Open):
-    object: Literal["session.feedback"]
-    session_id: str
-    turn_id: str | None
-    score: int = Field(ge=1, le=5)
-    comment: str | None
-    created_at: float
-    completed: bool
-
-
-class Health(_Open):
-    status: Literal["ok"]
-    model: str
-
-
-#: (method, path) -> (status, model) of the success answer.
-SUCCESS: dict[tuple[str, str], tuple[str, type[BaseModel]]] = {
-    ("get", "/healthz"): ("200", Health),
-    ("get", "/v1/models"): ("200", ModelList),
-    ("get", "/v1/models/{model_id}"): ("200", Model),
-    ("post", "/v1/chat/completions"): ("200", ChatCompletion),
-    ("post", "/v1/sessions"): ("201", Session),
-    ("get", "/v1/sessions"): ("200", SessionList),
-    ("get", "/v1/sessions/{session_id}"): ("200", Session),
-    ("delete", "/v1/sessions/{session_id}"): ("200", SessionDeleted),
-    ("post", "/v1/sessions/{session_id}/turns"): ("202", Turn),
-    ("get", "/v1/sessions/{session_id}/turns/{turn_id}"): ("200", Turn),
-    ("post", "/v1/sessions/{session_id}/feedback"): ("201", Feedback),
-}
-
-
 def _error(description: str) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}}}
@@ -198,6 +42,10 @@ def complete(document: dict[str, Any], model_id: str | None = None, max_messages
              context_length: int | None = None) -> dict[str, Any]:
     """Add success schemas, error responses, id patterns and the served model's limits (``model_id``,
     ``max_messages``, ``context_length``) to FastAPI's generated ``document`` (in place)."""
+    from pydantic.json_schema import models_json_schema
+
+    from clawdbot.api.openapi_models import SUCCESS, ChatCompletionChunk, ErrorResponse
+
     models = [ErrorResponse, ChatCompletionChunk, *{model for _, model in SUCCESS.values()}]
     _, definitions = models_json_schema([(m, "serialization") for m in models], ref_template=_REF)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -247,7 +95,8 @@ def complete(document: dict[str, Any], model_id: str | None = None, max_messages
 
 
 def install(app: FastAPI) -> None:
-    """Serve the completed document at ``/openapi.json`` (built once, on first request)."""
+    """Serve the completed document at ``/openapi.json`` (built once, on first request: the models it needs are
+    imported then, not at cold start)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
