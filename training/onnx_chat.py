@@ -57,6 +57,9 @@ class OnnxChat:
         self.template = env.from_string(tok_config["chat_template"])
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         self.context = int(config["max_position_embeddings"])
+        # From config.json: a fused graph's cache inputs have symbolic head sizes.
+        self.kv_heads = int(config.get("num_key_value_heads") or config["num_attention_heads"])
+        self.head_dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
         self.eos_id = self.tokenizer.token_to_id(tok_config["eos_token"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
@@ -84,9 +87,8 @@ class OnnxChat:
 
         rng = np.random.default_rng(seed)
         prompt = self.tokenizer.encode(self.render(messages), add_special_tokens=False).ids
-        feeds: dict[str, Any] = {
-            p.name: np.zeros((1, p.shape[1], 0, p.shape[3]), dtype=np.float32) for p in self.past
-        }
+        feeds: dict[str, Any] = {p.name: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+                                  for p in self.past}
         ids, generated = list(prompt), []
         step_ids = prompt
         while len(generated) < max_new_tokens and len(ids) < self.context:

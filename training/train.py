@@ -375,7 +375,7 @@ def train(cfg: TrainConfig, out_dir: Path, checkpoint_dir: Path) -> Report:
     hf_tokenizer = tok.as_transformers(tokenizer, cfg.context)
     model.save_pretrained(checkpoint_dir)
     hf_tokenizer.save_pretrained(checkpoint_dir)
-    export(model, hf_tokenizer, tokenizer, out_dir, cfg.context)
+    export(model, hf_tokenizer, tokenizer, out_dir, cfg.context, checkpoint_dir)
     report.timings_s["export"] = time.perf_counter() - t0
     report.files_bytes = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir()) if p.is_file()}
 
@@ -391,19 +391,24 @@ def train(cfg: TrainConfig, out_dir: Path, checkpoint_dir: Path) -> Report:
     return report
 
 
-def export(model: Any, hf_tokenizer: Any, tokenizer: Tokenizer, out_dir: Path, context: int) -> None:
-    """ONNX (Optimum layout) via ``training.export_onnx``, then our own tokenizer files on top.
+def export(model: Any, hf_tokenizer: Any, tokenizer: Tokenizer, out_dir: Path, context: int,
+           checkpoint_dir: Path) -> None:
+    """The Optimum-layout export (checked against PyTorch), then the fused graph the project ships (checked
+    against that export), via ``training.export_onnx``; our own tokenizer files on top.
 
     Our ``save_tokenizer`` writes exactly the files we test (``tokenizer_config.json`` with the chat template
     and ``add_bos_token: false``), whatever the installed transformers version's ``save_pretrained`` emits.
+    The Optimum export is kept in ``checkpoint_dir/optimum`` (not shipped): the engine serves it too.
     """
-    from training.export_onnx import export_decoder
+    from training.export_onnx import export_decoder, export_fused
     from training.onnx_tied import share_tied_embedding
     from training.tokenizer import save_tokenizer
 
-    export_decoder(model, out_dir, tokenizer=hf_tokenizer)
-    share_tied_embedding(out_dir / "model.onnx")
-    save_tokenizer(tokenizer, out_dir, context)
+    optimum = checkpoint_dir / "optimum"
+    export_decoder(model, optimum, tokenizer=hf_tokenizer)
+    share_tied_embedding(optimum / "model.onnx")
+    save_tokenizer(tokenizer, optimum, context)
+    export_fused(checkpoint_dir, out_dir, optimum)
 
 
 def write_report(report: Report, out_dir: Path) -> Path:
