@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from bench.loadgen import Connection
 
 if TYPE_CHECKING:
+    from bench.serving import Server
     from clawdbot.inference.onnx import OnnxBackend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,8 +108,11 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     prompt = backend.encode_prompt([ChatMessage(m["role"], m["content"]) for m in _messages()])
     key, _ = prepare_data(scratch, 0, 0)
     rows: dict[str, list[tuple[float | None, float, int]]] = {"api": [], "api_stream": [], "bare": []}
+    #: CPU seconds per turn: the server process for the API (all its threads), this process for the bare loop.
+    cpu: dict[str, list[float]] = {"api": [], "api_stream": [], "bare": []}
 
-    async def rounds(port: int) -> None:
+    async def rounds(server: Server) -> None:
+        port = server.port
         conn = Connection("127.0.0.1", port)
         try:
             for index in range(args.rounds + 1):  # round 0 warms up both sides
@@ -116,18 +120,23 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                 order = ["api", "api_stream", "bare"] if index % 2 else ["bare", "api_stream", "api"]
                 for name in order:
                     if name == "bare":
+                        cpu_before = time.process_time()
                         row: tuple[float | None, float, int] = _bare(backend, prompt, args.tokens, seed)
+                        cpu_s = time.process_time() - cpu_before
                     else:
+                        cpu_before = server.cpu_seconds()
                         row = await _api(conn, backend.model_id, key, args.tokens, seed, name == "api_stream")
+                        cpu_s = server.cpu_seconds() - cpu_before
                     if row[2] != args.tokens:
                         raise RuntimeError(f"{name} generated {row[2]} tokens, expected {args.tokens}")
                     if index:
                         rows[name].append(row)
+                        cpu[name].append(cpu_s)
         finally:
             conn.close()
 
     with serve("api", scratch, backend="onnx", model_dir=args.model_dir) as server:
-        asyncio.run(rounds(server.port))
+        asyncio.run(rounds(server))
 
     def rate(row: tuple[float | None, float, int]) -> float:
         return row[2] / row[1]
@@ -145,6 +154,11 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         results[f"{name}_efficiency_ratio"] = round(statistics.median(ratios), 4)
         results[f"{name}_efficiency_ratio_q25"] = round(ratios[len(ratios) // 4], 4)
         results[f"{name}_efficiency_ratio_q75"] = round(ratios[(3 * len(ratios)) // 4], 4)
+    # Summed over the rounds: /proc counts CPU in 10 ms ticks, a few per turn.
+    for name, values in cpu.items():
+        results[f"{name}_cpu_ms_per_token"] = round(sum(values) * 1000 / (len(values) * args.tokens), 4)
+    for name in ("api", "api_stream"):  # steadier than wall time on a shared machine (others' load is not in it)
+        results[f"{name}_cpu_efficiency_ratio"] = round(sum(cpu["bare"]) / sum(cpu[name]), 4)
     results["target_efficiency_ratio"] = TARGET_EFFICIENCY
     return results
 
@@ -166,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                "wall_s": round(time.perf_counter() - started, 1), **results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"CPU per token: bare {results['bare_cpu_ms_per_token']} ms, API {results['api_cpu_ms_per_token']} ms, "
+          f"streamed {results['api_stream_cpu_ms_per_token']} ms", flush=True)
     print(f"bare {results['bare_tokens_per_s']} tokens/s; API {results['api_tokens_per_s']} "
           f"({results['api_efficiency_ratio']:.1%}), streamed {results['api_stream_tokens_per_s']} "
           f"({results['api_stream_efficiency_ratio']:.1%}); TTFT bare {results['bare_ttft_ms']} ms, API stream "
