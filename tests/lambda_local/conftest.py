@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.fixtures.event_loops import close_main_thread_loop
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from types import ModuleType
@@ -116,4 +118,5 @@ def chat_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
             yield importlib.import_module("functions.chat_api.handler")
         finally:
             sys.modules.pop("functions.chat_api.handler", None)
+            close_main_thread_loop()
     get_settings.cache_clear()

@@ -20,6 +20,7 @@ from clawdbot.metrics.latency_guard import (
     RedisStreakCounter,
     StreakCounter,
 )
+from tests.fixtures.event_loops import close_main_thread_loop
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -148,6 +149,7 @@ def test_emf_documents_and_log_lines_from_the_lambda_path(model_dir: Path, tmp_p
         response = handler(event, LambdaContext())
         assert response["statusCode"] == 200, response["body"]
         usages.append(json.loads(response["body"])["usage"]["total_tokens"])
+    close_main_thread_loop()  # Mangum's (tests/fixtures/event_loops.py)
 
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     documents = [d for d in lines if "_aws" in d]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from clawdbot.testing import LambdaContext, load_event
+from tests.fixtures.event_loops import close_main_thread_loop
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,6 +38,7 @@ def chat_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
             yield importlib.import_module("functions.chat_api.handler")
         finally:
             sys.modules.pop("functions.chat_api.handler", None)
+            close_main_thread_loop()
             get_settings.cache_clear()
 
 

@@ -4,7 +4,8 @@ Starlette's ``iterate_in_threadpool`` hops to the thread pool for every ``next()
 queue and the loop's wake-up per token. For a small CPU model decoding a token every half millisecond that hop
 cost as much as the decoding (``bench.api_generation``: a streamed turn at 53% of the bare loop's tokens/s).
 :func:`iterate_in_thread` instead runs the whole iteration on one worker thread of the same pool (same capacity
-limit), which hands items to the loop as they come.
+limit), which hands items to the loop as they come, at most ``MAX_AHEAD`` of them ahead of the consumer: a slow
+client holds back the producer instead of growing a queue, and one that hangs up wastes at most that much work.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _ITEM, _ERROR, _END = 0, 1, 2
+#: Items the worker may produce before the consumer has taken them (tokens: a few ms of decoding).
+MAX_AHEAD = 64
+#: How often a worker waiting for room checks whether its consumer left.
+_WAIT_S = 0.1
 #: Pumps still running after their consumer left (kept referenced until they finish).
 _orphans: set[asyncio.Future[Any]] = set()
 
@@ -37,6 +42,7 @@ async def iterate_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
     stop = threading.Event()
+    room = threading.Semaphore(MAX_AHEAD)
 
     def put(kind: int, value: Any) -> None:
         try:
@@ -47,6 +53,9 @@ async def iterate_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
     def pump() -> None:
         try:
             for item in iterator:
+                while not room.acquire(timeout=_WAIT_S):
+                    if stop.is_set():
+                        break
                 if stop.is_set():
                     break
                 put(_ITEM, item)
@@ -70,6 +79,7 @@ async def iterate_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
             if kind == _ERROR:
                 finished = True
                 raise value
+            room.release()
             yield value
     finally:
         stop.set()

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -77,26 +78,72 @@ class InvokeResult:
 
 
 class _LogSink:
-    """Collects the function's log lines and forwards each to ``forward`` as it arrives."""
+    """Collects the function's log lines and forwards each to ``forward`` as it arrives.
+
+    Two writers share it: the child's output (read by :meth:`pump` on its own thread) and the platform lines the
+    Runtime API server and the launcher write (``START``, ``END``, ``REPORT``). A platform line first takes in
+    whatever the child has already written, under the same lock, so the log keeps Lambda's order (init output
+    before ``START``, the handler's output before ``END``) however the threads are scheduled.
+    """
 
     def __init__(self, forward: Callable[[str], None] | None) -> None:
         self._forward = forward
         self._lines: list[str] = []
         self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._partial = b""
 
     def __call__(self, line: str) -> None:
+        """A platform line."""
         with self._lock:
-            self._lines.append(line)
-            if self._forward is not None:
-                self._forward(line)
+            self._drain()
+            self._emit(line)
+
+    def _emit(self, line: str) -> None:  # lock held
+        self._lines.append(line)
+        if self._forward is not None:
+            self._forward(line)
+
+    def _emit_raw(self, raw: bytes) -> None:  # lock held
+        # The runtime separates an error's lines with ``\r`` (one CloudWatch event, several lines): split here.
+        for line in raw.decode("utf-8", "replace").rstrip("\r").split("\r"):
+            self._emit(line)
+
+    def _drain(self) -> bool:
+        """Take in every complete line the child has written so far (lock held); False once it closed its end."""
+        if self._fd is None:
+            return False
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                if self._partial:
+                    self._emit_raw(self._partial)
+                    self._partial = b""
+                self._fd = None
+                return False
+            *complete, self._partial = (self._partial + chunk).split(b"\n")
+            for raw in complete:
+                self._emit_raw(raw)
 
     def pump(self, stream: Any) -> None:
-        """Read the child's output until EOF. The runtime separates an error's lines with ``\\r`` (one
-        CloudWatch event, several lines); they are split here so a terminal shows them."""
-        for raw in iter(stream.readline, b""):
-            for line in raw.decode("utf-8", "replace").rstrip("\r\n").split("\r"):
-                self(line)
-        stream.close()
+        """Read the child's output until EOF (non-blocking reads, each under the lock)."""
+        fd = stream.fileno()
+        os.set_blocking(fd, False)
+        with self._lock:
+            self._fd = fd
+        try:
+            while True:
+                select.select([fd], [], [], 0.5)
+                with self._lock:
+                    if not self._drain():
+                        break
+        finally:
+            with self._lock:
+                self._fd = None
+            stream.close()
 
     @property
     def text(self) -> str:
