@@ -10,7 +10,10 @@ Packages installed here but not in the layer (``aws_xray_sdk``, ``numpy``, ...) 
 so a handler that needs one fails here as it would on Lambda. Reported per function: median wall milliseconds
 over ``--runs`` fresh processes (``<name>_cold_start_ms``), the
 modules that took longest (self time, one extra run under ``python -X importtime``), and whether heavy modules
-were imported at all. Sizes: each function folder plus its tokenizer bundle, and the layer (pinned wheels for
+were imported at all. Each handler run alternates with a run that imports only the third-party packages the
+handlers use (``FRAMEWORKS``): ``<name>_frameworks_import_ms`` is the floor no code of ours can go below, and
+``<name>_cold_start_ratio_to_frameworks`` (paired per run) is the part that is ours, steady under machine load.
+Sizes: each function folder plus its tokenizer bundle, and the layer (pinned wheels for
 Lambda's arm64 + the ``clawdbot`` package), built by ``cdk/bundling.py`` as ``cdk synth`` builds them, then
 zipped with deflate as the CDK CLI uploads them.
 
@@ -44,6 +47,8 @@ FUNCTIONS = ("chat_api", "chat_worker")
 #: Modules a Lambda must never import (inference runs on SageMaker; tracing is off without the X-Ray SDK).
 HEAVY = ("numpy", "onnxruntime", "torch", "transformers", "redis", "aws_xray_sdk", "uvicorn", "prometheus_client")
 TABLE = "clawdbot-bench-coldstart"
+#: The third-party packages chat_api imports, imported alone: the floor no code of ours can go below (ratio to it).
+FRAMEWORKS = "import fastapi, pydantic_settings, mangum, boto3, jinja2, tokenizers, aws_lambda_powertools.logging"
 #: The chat_api budget from the issue.
 CHAT_API_BUDGET_MS = 250.0
 
@@ -52,7 +57,7 @@ import json, sys, time
 for blocked in {blocked!r}:  # installed here but not in the layer: absent, as on Lambda
     sys.modules[blocked] = None
 started = time.perf_counter()
-import functions.{name}.handler
+{target}
 elapsed = (time.perf_counter() - started) * 1000
 heavy = {heavy!r}
 print(json.dumps({{"ms": elapsed, "heavy": [m for m in heavy if sys.modules.get(m) is not None]}}))
@@ -78,9 +83,9 @@ def _lambda_env(bundle: Path, endpoint: str, name: str) -> dict[str, str]:
 
 
 def _probe(name: str, env: dict[str, str], blocked: list[str], importtime: bool = False,
-           ) -> tuple[dict[str, Any], str]:
+           target: str | None = None) -> tuple[dict[str, Any], str]:
     cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-c",
-           _PROBE.format(name=name, heavy=HEAVY, blocked=blocked)]
+           _PROBE.format(target=target or f"import functions.{name}.handler", heavy=HEAVY, blocked=blocked)]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"functions/{name}/handler.py failed to import:\n{done.stderr[-3000:]}")
@@ -132,11 +137,13 @@ def cold_starts(runs: int, scratch: Path, blocked: list[str]) -> dict[str, Any]:
             env = _lambda_env(bundle, endpoint, name)
             _probe(name, env, blocked)  # the first run warms the OS file cache, as a provisioned Lambda image is warm
             samples = []
+            floor = []
             heavy: list[str] = []
-            for _ in range(runs):
+            for _ in range(runs):  # each handler run next to a run of its frameworks alone
                 result, _ = _probe(name, env, blocked)
                 samples.append(result["ms"])
                 heavy = result["heavy"]
+                floor.append(_probe(name, env, blocked, target=FRAMEWORKS)[0]["ms"])
             _, log = _probe(name, env, blocked, importtime=True)
             # As bundled today: cdk/bundling.py ships no bytecode (the build host's would not match Lambda's
             # Python) and /opt is read-only, so every cold start compiles every module from source.
@@ -145,6 +152,9 @@ def cold_starts(runs: int, scratch: Path, blocked: list[str]) -> dict[str, Any]:
             results[f"{name}_cold_start_no_bytecode_ms"] = round(statistics.median(no_bytecode), 1)
             results[f"{name}_cold_start_ms"] = round(statistics.median(samples), 1)
             results[f"{name}_cold_start_min_ms"] = round(min(samples), 1)
+            results[f"{name}_frameworks_import_ms"] = round(statistics.median(floor), 1)
+            results[f"{name}_cold_start_ratio_to_frameworks"] = round(
+                statistics.median(s / f for s, f in zip(samples, floor, strict=True)), 3)
             results[f"{name}_heavy_modules_imported"] = heavy
             results[f"{name}_slowest_packages"] = _slowest_modules(log)
             print(f"{name}: cold start {results[f'{name}_cold_start_ms']} ms (median of {runs}); heavy imports: "
@@ -203,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     for name in FUNCTIONS:
         zipped = results.get(f"{name}_zipped_bytes")
-        print(f"{name}: {results[f'{name}_cold_start_ms']} ms, {zipped} bytes zipped")
+        print(f"{name}: {results[f'{name}_cold_start_ms']} ms ({results[f'{name}_frameworks_import_ms']} ms importing "
+              f"frameworks alone), {zipped} bytes zipped")
     print(f"layer: {results.get('layer_zipped_bytes')} bytes zipped; results: {args.out}")
     return 0
 
