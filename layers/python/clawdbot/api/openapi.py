@@ -33,6 +33,19 @@ IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 _REF = "#/components/schemas/{model}"
 
 
+#: One server-sent event of a streamed completion, as OpenAPI describes an event (its ``data``, ``event``, ``id``
+#: fields; OpenAPI 3.2 calls it ``itemSchema``): ``data`` is a chunk, an in-band error (a stream that fails midway
+#: says so) or ``[DONE]``.
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object", "required": ["data"],
+    "properties": {"data": {"anyOf": [
+        {"type": "string", "const": "[DONE]"},
+        {"type": "string", "contentMediaType": "application/json", "contentSchema": {"anyOf": [
+            {"$ref": _REF.format(model="ChatCompletionChunk")}, {"$ref": _REF.format(model="ErrorResponse")}]}},
+    ]}},
+}
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}}}
@@ -76,10 +89,7 @@ def complete(document: dict[str, Any], model_id: str | None = None, max_messages
                 content: dict[str, Any] = {"application/json": {"schema": {"$ref": _REF.format(
                     model=model.__name__)}}}
                 if (method, path) == ("post", "/v1/chat/completions"):
-                    content["text/event-stream"] = {"schema": {"anyOf": [
-                        {"$ref": _REF.format(model="ChatCompletionChunk")},
-                        {"$ref": _REF.format(model="ErrorResponse")},  # a stream that fails midway says so in-band
-                        {"type": "string", "const": "[DONE]"}]}}
+                    content["text/event-stream"] = {"schema": _SSE_EVENT}
                     responses["422"] = _error("The Idempotency-Key was used with a different request.")
                 responses[status] = {**responses.get(status, {}), "description": "Success", "content": content}
             responses["4XX"] = _error("The request cannot be served (OpenAI's error shape).")
