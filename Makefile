@@ -10,7 +10,7 @@ SUDO ?=
 SERVE_STAMP := $(VENV)/.installed-serve
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: serve test lint bench test-servers clean synth
+.PHONY: serve test lint bench reliability test-servers clean synth
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,11 @@ lint: $(TEST_STAMP)
 
 bench: $(TEST_STAMP) test-servers
 	$(BIN)/python -m bench
+
+# Reliability figures (docs/reliability.md): the reliability suite with a bigger fuzz budget, then a 2-minute soak;
+# writes bench/results/reliability.json and prints the table.
+reliability: $(TEST_STAMP) test-servers
+	$(BIN)/python -m bench.reliability
 
 # The AWS stack's CloudFormation into cdk.out/ via the pinned CDK CLI: no AWS account, credentials or network
 # (the first run fetches the Lambda layer's arm64 wheels into build/cdk/). Inputs: make synth CDK_ARGS='-c quota=large'
