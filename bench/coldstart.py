@@ -18,7 +18,8 @@ Lambda's arm64 + the ``clawdbot`` package), built by ``cdk/bundling.py`` as ``cd
 zipped with deflate as the CDK CLI uploads them.
 
 ``<name>_cold_start_ms`` has compiled bytecode at hand (as a layer that ships ``.pyc`` files for Lambda's Python
-would); ``<name>_cold_start_no_bytecode_ms`` compiles every module from source, as the layer bundled today does.
+would); ``<name>_cold_start_no_bytecode_ms`` compiles every module from source, as a bundle synthesized without a
+Python 3.14 at hand does (``cdk/bundling.py``).
 
 This machine is not a Lambda: its CPU, its Python (Lambda runs 3.14 on arm64) and its disk cache differ, so the
 figures compare handlers and commits with each other, and the budget (250 ms for chat_api) is checked here.
@@ -145,8 +146,8 @@ def cold_starts(runs: int, scratch: Path, blocked: list[str]) -> dict[str, Any]:
                 heavy = result["heavy"]
                 floor.append(_probe(name, env, blocked, target=FRAMEWORKS)[0]["ms"])
             _, log = _probe(name, env, blocked, importtime=True)
-            # As bundled today: cdk/bundling.py ships no bytecode (the build host's would not match Lambda's
-            # Python) and /opt is read-only, so every cold start compiles every module from source.
+            # As bundled without a Python 3.14 at hand: cdk/bundling.py then ships no bytecode (the build host's would
+            # not match Lambda's Python) and /opt is read-only, so every cold start compiles every module from source.
             source_env = env | {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(scratch / "no-pyc")}
             no_bytecode = [_probe(name, source_env, blocked)[0]["ms"] for _ in range(max(1, runs // 2))]
             results[f"{name}_cold_start_no_bytecode_ms"] = round(statistics.median(no_bytecode), 1)

@@ -11,11 +11,15 @@ import pytest
 
 from cdk.bundling import (
     FORBIDDEN_IN_BUNDLE,
+    LAMBDA_PYTHON_ENV,
+    LAMBDA_PYTHON_VERSION,
     LAYER_REQUIREMENTS,
     BundlingError,
     LayerBundling,
     _requirements_key,
+    compile_bytecode,
     forbidden_packages,
+    lambda_python,
     unzipped_size,
     zipped_size,
 )
@@ -105,3 +109,40 @@ def test_model_archive_is_deterministic_with_files_at_the_root(tmp_path: Path) -
     assert {m.mtime for m in members} == {0}
     (folder / "model.onnx").write_bytes(b"other weights")
     assert package_model(folder, tmp_path / "cache-a") != first
+
+
+def test_bytecode_compiled_for_the_runtime_is_used_without_reading_the_source(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # GIVEN a package compiled by an interpreter of the target version (this one stands in for Lambda's)
+    package = tmp_path / "layer" / "shipped"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("ORIGIN = 'compiled'\n")
+    assert compile_bytecode(tmp_path / "layer", sys.executable)
+    pyc = package / "__pycache__" / f"__init__.{sys.implementation.cache_tag}.pyc"
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01  # hash-based, source never checked
+    # WHEN the source changes afterwards (a zip's timestamps would not say so) and the tree is read-only
+    (package / "__init__.py").write_text("ORIGIN = 'source'\n")
+    for path in (package, package / "__pycache__"):
+        path.chmod(0o555)
+    try:
+        done = subprocess.run([sys.executable, "-c", "import shipped; print(shipped.ORIGIN)"], cwd=tmp_path / "layer",
+                              capture_output=True, text=True, check=True)
+    finally:
+        for path in (package, package / "__pycache__"):
+            path.chmod(0o755)
+    # THEN the shipped bytecode ran: no compile at import
+    assert done.stdout.strip() == "compiled"
+
+
+def test_bytecode_of_another_python_version_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    # The functions run LAMBDA_PYTHON_VERSION; this interpreter is another (or the test would prove nothing).
+    assert f"{sys.version_info[0]}.{sys.version_info[1]}" != LAMBDA_PYTHON_VERSION
+    monkeypatch.setenv(LAMBDA_PYTHON_ENV, sys.executable)
+    with pytest.raises(BundlingError, match=f"functions run Python {LAMBDA_PYTHON_VERSION}"):
+        lambda_python()
+    assert not compile_bytecode(tmp_path, None)  # no interpreter: source only
+    assert not list(tmp_path.rglob("*.pyc"))
