@@ -1,6 +1,7 @@
 """``iterate_in_thread`` (the streamed turn's token pump, a fix measured by ``bench.api_generation``): same items in
-the same order as iterating in place, the iterator's errors raised to the consumer, and an abandoned stream
-closed on the worker's thread."""
+the same order as iterating in place, the iterator's errors raised to the consumer, an abandoned stream closed on
+the worker's thread; a fast producer taken in batches, the end never held back; content events from a template
+byte for byte the JSON of the whole chunk."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from clawdbot.api.streaming import MAX_AHEAD, iterate_in_thread
+from clawdbot.api.routes.chat import _ContentEvents, _event
+from clawdbot.api.schemas import chunk_dict
+from clawdbot.api.streaming import MAX_AHEAD, iterate_batches_in_thread, iterate_in_thread
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -80,3 +83,34 @@ def test_a_consumer_that_stops_early_gets_the_iterator_closed_on_its_thread() ->
     # (three taken, at most MAX_AHEAD more made while they were in hand, plus the one the worker held when it saw
     # the consumer had gone)
     assert len(produced) <= 3 + MAX_AHEAD + 1
+
+
+def test_a_fast_producer_is_taken_in_batches_of_what_it_made_meanwhile() -> None:
+    # GIVEN a producer far faster than the coalescing time
+    def numbers() -> Iterator[int]:
+        yield from range(MAX_AHEAD)
+
+    # WHEN a consumer takes batches with a long coalescing time
+    async def consume() -> list[list[int]]:
+        return [batch async for batch in iterate_batches_in_thread(numbers(), coalesce_s=0.5)]
+
+    batches = asyncio.run(consume())
+    # THEN every item comes once and in order, in fewer batches than items, none empty
+    assert [i for batch in batches for i in batch] == list(range(MAX_AHEAD))
+    assert len(batches) < MAX_AHEAD and all(batches)
+
+
+def test_the_end_of_the_iteration_is_not_held_back() -> None:
+    # GIVEN a producer of two items and a coalescing time far longer than a test may take
+    async def consume() -> list[list[int]]:
+        return [batch async for batch in iterate_batches_in_thread(iter([1, 2]), coalesce_s=3600)]
+
+    # THEN the second item comes with the end, not an hour later (the test would hang)
+    batches = asyncio.run(consume())
+    assert [i for batch in batches for i in batch] == [1, 2]
+
+
+@pytest.mark.parametrize("text", ["plain", 'quote " and \\ backslash', "line\nbreak\ttab", "é ✓ 🦀", "\u2028\x00"])
+def test_a_content_event_is_the_chunk_json_encoded_whole(text: str) -> None:
+    common = {"completion_id": "chatcmpl-1", "created": 1700000000, "model": "m \"x\"", "include_usage_field": True}
+    assert _ContentEvents(common)(text) == _event(chunk_dict(delta={"content": text}, **common))

@@ -3,9 +3,14 @@
 Starlette's ``iterate_in_threadpool`` hops to the thread pool for every ``next()``: a round trip through the pool's
 queue and the loop's wake-up per token. For a small CPU model decoding a token every half millisecond that hop
 cost as much as the decoding (``bench.api_generation``: a streamed turn at 53% of the bare loop's tokens/s).
-:func:`iterate_in_thread` instead runs the whole iteration on one worker thread of the same pool (same capacity
-limit), which hands items to the loop as they come, at most ``MAX_AHEAD`` of them ahead of the consumer: a slow
-client holds back the producer instead of growing a queue, and one that hangs up wastes at most that much work.
+:func:`iterate_batches_in_thread` instead runs the whole iteration on one worker thread of the same pool (same
+capacity limit), which hands items to the loop as they come, at most ``MAX_AHEAD`` of them ahead of the consumer:
+a slow client holds back the producer instead of growing a queue, and one that hangs up wastes at most that much
+work.
+
+The loop is woken (a self-pipe write, a system call on each side) only when the consumer waits for an item; it
+then takes every item that is ready in one batch, so the consumer can answer a batch with one socket write. A
+producer faster than ``coalesce_s`` an item is taken in batches at that pace (``TOKEN_COALESCE_S`` for tokens).
 """
 
 from __future__ import annotations
@@ -23,32 +28,102 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_ITEM, _ERROR, _END = 0, 1, 2
 #: Items the worker may produce before the consumer has taken them (tokens: a few ms of decoding).
 MAX_AHEAD = 64
+#: How long a streamed turn holds a token that follows the previous write closely, to send it with the ones decoded
+#: meanwhile: a write (its wake-up, middleware and system calls, ~0.1 ms of CPU) per 5 ms at most instead of per
+#: token, for a model faster than that; well under a frame of a 60 Hz display, so text still flows to a reader.
+TOKEN_COALESCE_S = 0.005
 #: How often a worker waiting for room checks whether its consumer left.
 _WAIT_S = 0.1
 #: Pumps still running after their consumer left (kept referenced until they finish).
 _orphans: set[asyncio.Future[Any]] = set()
+_END = object()
 
 
-async def iterate_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
-    """Yield ``iterator``'s items, produced on one worker thread; its exceptions are raised here.
+class _Handoff:
+    """Items passed from the worker thread to the loop under one lock; the loop is woken only if it waits."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.items: list[Any] = []
+        self.done: object | BaseException | None = None  # _END or the iterator's exception, after the items
+        self.waiter: asyncio.Future[None] | None = None
+        self.waiter_takes_items = True  # False while the consumer holds items back: only the end wakes it
+        self.stop = threading.Event()
+
+    def put(self, item: Any) -> None:
+        with self.lock:
+            self.items.append(item)
+            if not self.waiter_takes_items:
+                return
+            waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            self._wake(waiter)
+
+    def finish(self, done: object | BaseException) -> None:
+        with self.lock:
+            self.done = done
+            waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            self._wake(waiter)
+
+    def _wake(self, waiter: asyncio.Future[None]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_resolve, waiter)
+        except RuntimeError:  # the loop is gone (server shutting down): nobody is listening
+            self.stop.set()
+
+    async def take(self, not_before: float) -> tuple[list[Any], object | BaseException | None]:
+        """Every item ready (waiting for one if none is), and the end marker if the iterator is done.
+
+        An item that comes before the loop time ``not_before`` is held until then, with those that follow it,
+        unless the iterator ends first: one wake-up and one batch for what a fast producer makes meanwhile.
+        """
+        loop = self.loop
+        while True:
+            with self.lock:
+                if self.done is not None or (self.items and loop.time() >= not_before):
+                    items, self.items = self.items, []
+                    return items, self.done
+                waiter = self.waiter = loop.create_future()
+                holding = bool(self.items)  # an early item: held until not_before, only the end wakes us sooner
+                self.waiter_takes_items = not holding
+            if not holding:
+                await waiter
+                continue
+            timer = loop.call_at(not_before, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                with self.lock:
+                    self.waiter_takes_items = True
+                    if self.waiter is waiter:
+                        self.waiter = None
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def iterate_batches_in_thread(iterator: Iterator[T], coalesce_s: float = 0.0) -> AsyncIterator[list[T]]:
+    """Yield ``iterator``'s items in order, produced on one worker thread, as lists of the items ready when the
+    consumer asks (never empty); the iterator's exceptions are raised here, after the items before them.
+
+    With ``coalesce_s``, an item that comes less than that long after the previous batch was yielded waits for
+    the rest of that time (the end of the iteration does not): a producer faster than that is taken in batches
+    of what it made meanwhile, a slower one item by item as before, with no added delay.
 
     When the consumer stops early (a client hung up), the worker stops after the item in hand and closes the
     iterator on its own thread, so a generator's clean-up (``finally``, ``GeneratorExit``) runs as it would
     have with the iterator consumed in place.
     """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
-    stop = threading.Event()
+    handoff = _Handoff(asyncio.get_running_loop())
+    stop = handoff.stop
     room = threading.Semaphore(MAX_AHEAD)
-
-    def put(kind: int, value: Any) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-        except RuntimeError:  # the loop is gone (server shutting down): nobody is listening
-            stop.set()
 
     def pump() -> None:
         try:
@@ -58,29 +133,32 @@ async def iterate_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
                         break
                 if stop.is_set():
                     break
-                put(_ITEM, item)
+                handoff.put(item)
         except BaseException as exc:  # handed to the consumer, which raises it
-            put(_ERROR, exc)
+            handoff.finish(exc)
             return
         finally:
             close = getattr(iterator, "close", None)
             if stop.is_set() and close is not None:
                 close()
-        put(_END, None)
+        handoff.finish(_END)
 
     worker = asyncio.ensure_future(run_in_threadpool(pump))
     finished = False
+    loop = handoff.loop
+    not_before = float("-inf")
     try:
         while True:
-            kind, value = await queue.get()
-            if kind == _END:
+            items, done = await handoff.take(not_before)
+            if items:
+                room.release(len(items))
+                yield items
+                not_before = loop.time() + coalesce_s
+            if done is not None:
                 finished = True
+                if done is not _END:
+                    raise done  # type: ignore[misc]
                 break
-            if kind == _ERROR:
-                finished = True
-                raise value
-            room.release()
-            yield value
     finally:
         stop.set()
         if finished:
@@ -88,3 +166,14 @@ async def iterate_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
         else:
             _orphans.add(worker)
             worker.add_done_callback(_orphans.discard)
+
+
+async def iterate_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
+    """:func:`iterate_batches_in_thread`, one item at a time."""
+    batches = iterate_batches_in_thread(iterator)
+    try:
+        async for batch in batches:
+            for item in batch:
+                yield item
+    finally:
+        await batches.aclose()

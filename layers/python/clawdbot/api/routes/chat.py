@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from clawdbot.api.dependencies import Resources, caller_id, get_resources
 from clawdbot.api.schemas import ChatCompletionRequest, chunk_dict, completion_dict, usage_dict
-from clawdbot.api.streaming import iterate_in_thread
+from clawdbot.api.streaming import TOKEN_COALESCE_S, iterate_batches_in_thread
 from clawdbot.chat.service import TurnRequest, user_session_id
 from clawdbot.exceptions import ClawdbotError, InvalidRequestError, NotFoundError
 from clawdbot.inference.types import ChatMessage
@@ -164,28 +164,65 @@ def _event(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
 
+class _ContentEvents:
+    """A turn's content chunks as SSE bytes from a template: only the text is JSON-encoded per token.
+
+    The template is the ``json.dumps`` of the turn's content chunk with a placeholder text, cut at the
+    placeholder, so an event is byte for byte what encoding the whole chunk would give.
+    """
+
+    _PLACEHOLDER = "\ue000clawdbot-content\ue000"
+
+    def __init__(self, common: dict[str, Any]) -> None:
+        template = _event(chunk_dict(delta={"content": self._PLACEHOLDER}, **common))
+        self.head, self.tail = template.split(json.dumps(self._PLACEHOLDER, ensure_ascii=False).encode())
+
+    def __call__(self, text: str) -> bytes:
+        return self.head + json.dumps(text, ensure_ascii=False).encode() + self.tail
+
+    def tag(self, deltas: Iterator[StreamDelta]) -> Iterator[tuple[StreamDelta, bytes | None]]:
+        """Each delta with its content event (``None`` without text), made where ``deltas`` is iterated: on the
+        decoding thread, so the event loop only writes bytes. Closing it closes ``deltas`` (the turn's clean-up
+        runs on that thread too)."""
+        try:
+            for delta in deltas:
+                yield delta, self(delta.text) if delta.text else None
+        finally:
+            close = getattr(deltas, "close", None)
+            if close is not None:
+                close()
+
+
 async def _sse(turn: PreparedTurn, deltas: Iterator[StreamDelta], first: StreamDelta, include_usage: bool,
                claim: Claim | None, headers: dict[str, str]) -> AsyncIterator[bytes]:
-    """OpenAI's stream: a role chunk, content chunks, a finish chunk, an optional usage chunk, ``[DONE]``."""
+    """OpenAI's stream: a role chunk, content chunks, a finish chunk, an optional usage chunk, ``[DONE]``.
+
+    Every delta is its own chunk (its own ``data:`` event); the deltas decoded within ``TOKEN_COALESCE_S`` of
+    the previous write go out together in the next one.
+    """
     common = {"completion_id": turn.turn_id, "created": turn.created, "model": turn.model,
               "include_usage_field": include_usage}
+    content = _ContentEvents(common)
     yield _event(chunk_dict(delta={"role": "assistant", "content": "", "refusal": None}, **common))
     pieces: list[str] = []
     finished: StreamDelta | None = None
     try:
-        async for delta in _chain(first, deltas):
-            pieces.append(delta.text)
-            if delta.finish_reason is None:
-                if delta.text:
-                    yield _event(chunk_dict(delta={"content": delta.text}, **common))
-                continue
-            finished = delta
-            if delta.text:
-                yield _event(chunk_dict(delta={"content": delta.text}, **common))
-            yield _event(chunk_dict(delta={}, finish_reason=delta.finish_reason, **common))
-            if include_usage:
-                yield _event(chunk_dict(delta={}, with_choice=False,
-                                        usage=usage_dict(delta.prompt_tokens, delta.completion_tokens), **common))
+        async for batch in _batches(first, deltas, content):
+            events: list[bytes] = []
+            for delta, event in batch:
+                pieces.append(delta.text)
+                if event is not None:
+                    events.append(event)
+                if delta.finish_reason is None:
+                    continue
+                finished = delta
+                events.append(_event(chunk_dict(delta={}, finish_reason=delta.finish_reason, **common)))
+                if include_usage:
+                    events.append(_event(chunk_dict(
+                        delta={}, with_choice=False, usage=usage_dict(delta.prompt_tokens, delta.completion_tokens),
+                        **common)))
+            if events:
+                yield b"".join(events)
     except ClawdbotError as exc:
         # Headers are gone: report in-band, the way OpenAI's streaming endpoints do.
         yield _event({"error": {"message": exc.message, "type": exc.error_type, "param": exc.param,
@@ -203,8 +240,9 @@ async def _sse(turn: PreparedTurn, deltas: Iterator[StreamDelta], first: StreamD
     yield b"data: [DONE]\n\n"
 
 
-async def _chain(first: StreamDelta, rest: Iterator[StreamDelta]) -> AsyncIterator[StreamDelta]:
-    yield first
+async def _batches(first: StreamDelta, rest: Iterator[StreamDelta],
+                   content: _ContentEvents) -> AsyncIterator[list[tuple[StreamDelta, bytes | None]]]:
+    yield [(first, content(first.text) if first.text else None)]
     if first.finish_reason is None:
-        async for delta in iterate_in_thread(rest):  # one worker thread per stream, not a hop per token
-            yield delta
+        async for batch in iterate_batches_in_thread(content.tag(rest), TOKEN_COALESCE_S):
+            yield batch
