@@ -7,18 +7,24 @@
 - ``bare``: ``DecoderEngine.generate`` in this process on the prompt ids the API renders, no HTTP, no
   detokenization, no stop checks: the upper bound.
 
+- ``large_model_*``: the same on a random model of the shipped architecture and tokenizer, wider and deeper
+  (``--large-hidden 512 --large-layers 6``: 21 M parameters, ~4 ms per token here against the shipped 0.3 ms),
+  built at start by ``bench.random_model`` (``train`` extra): the API's fixed per-token costs against a costlier
+  token, so efficiency shows as a function of the model's per-token cost.
+
 Both generate exactly the same tokens: sampling at temperature 1 with a fixed seed is deterministic, and the
 seeds used are ones whose completion runs to ``--tokens`` without an end-of-sequence token (found at start). The
 runs alternate api/bare, one at a time (never two generations at once), and efficiency is the median of the
 per-round ratios ``api tokens/s ÷ bare tokens/s``.
 
-    python -m bench.api_generation [--tokens 128] [--rounds 8]
+    python -m bench.api_generation [--tokens 128] [--rounds 8] [--large-hidden 512 --large-layers 6]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -32,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 from bench.loadgen import Connection
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from bench.serving import Server
     from clawdbot.inference.onnx import OnnxBackend
 
@@ -95,13 +103,14 @@ async def _api(conn: Connection, model: str, key: str, tokens: int, seed: int,
     return None, response.total_s, json.loads(response.body)["usage"]["completion_tokens"]
 
 
-def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wanted: int) -> dict[str, Any]:
+    """The figures of one model: bare loop and API turns, ``rounds_wanted`` rounds after a warm-up round."""
     from bench.overhead import prepare_data
     from bench.serving import serve
     from clawdbot.inference.onnx import OnnxBackend
     from clawdbot.inference.types import ChatMessage
 
-    backend = OnnxBackend(args.model_dir)
+    backend = OnnxBackend(model_dir)
     seeds = long_seeds(backend, args.tokens, wanted=3)
     if not seeds:
         raise RuntimeError(f"no seed gives {args.tokens} tokens without EOS; lower --tokens")
@@ -115,7 +124,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         port = server.port
         conn = Connection("127.0.0.1", port)
         try:
-            for index in range(args.rounds + 1):  # round 0 warms up both sides
+            for index in range(rounds_wanted + 1):  # round 0 warms up both sides
                 seed = seeds[index % len(seeds)]
                 order = ["api", "api_stream", "bare"] if index % 2 else ["bare", "api_stream", "api"]
                 for name in order:
@@ -135,14 +144,14 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         finally:
             conn.close()
 
-    with serve("api", scratch, backend="onnx", model_dir=args.model_dir) as server:
+    with serve("api", scratch, backend="onnx", model_dir=model_dir) as server:
         asyncio.run(rounds(server))
 
     def rate(row: tuple[float | None, float, int]) -> float:
         return row[2] / row[1]
 
     results: dict[str, Any] = {"model": backend.model_id, "prompt_tokens": len(prompt),
-                               "completion_tokens": args.tokens, "rounds": args.rounds, "seeds": seeds}
+                               "completion_tokens": args.tokens, "rounds": rounds_wanted, "seeds": seeds}
     for name, values in rows.items():
         results[f"{name}_tokens_per_s"] = round(statistics.median(rate(r) for r in values), 1)
         results[f"{name}_latency_ms"] = round(statistics.median(r[1] for r in values) * 1000, 2)
@@ -159,8 +168,34 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         results[f"{name}_cpu_ms_per_token"] = round(sum(values) * 1000 / (len(values) * args.tokens), 4)
     for name in ("api", "api_stream"):  # steadier than wall time on a shared machine (others' load is not in it)
         results[f"{name}_cpu_efficiency_ratio"] = round(sum(cpu["bare"]) / sum(cpu[name]), 4)
-    results["target_efficiency_ratio"] = TARGET_EFFICIENCY
+    backend.close()
     return results
+
+
+def measure_large(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """The same figures on a random model of the shipped architecture at ``--large-hidden``/``--large-layers``
+    (built here, a few seconds), keyed ``large_model_*``: the API's fixed per-token costs against a token that
+    costs ~10x the shipped model's."""
+    from bench.random_model import build, parameter_count
+
+    with _quiet_builders():
+        model_dir = build(scratch / "large-model" / f"clawdbot-random-{args.large_hidden}x{args.large_layers}",
+                          hidden=args.large_hidden, layers=args.large_layers)
+    figures = measure(args, scratch / "large-serving", model_dir, args.large_rounds)
+    figures |= {"hidden_size": args.large_hidden, "layers": args.large_layers,
+                "parameters": parameter_count(args.large_hidden, args.large_layers)}
+    return {f"large_model_{key}": value for key, value in figures.items()}
+
+
+@contextlib.contextmanager
+def _quiet_builders() -> Iterator[None]:
+    """transformers and the onnxruntime-genai builder draw progress bars on stderr; a benchmark's output is its
+    figures."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,13 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=128, help="completion tokens per turn")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    parser.add_argument("--large-hidden", type=int, default=512, help="hidden size of the random larger model")
+    parser.add_argument("--large-layers", type=int, default=6, help="its layers (0: skip it)")
+    parser.add_argument("--large-rounds", type=int, default=6)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="clawdbot-bench-api-generation-") as scratch:
-        results = measure(args, Path(scratch))
+        results = measure(args, Path(scratch) / "shipped", args.model_dir, args.rounds)
+        if args.large_layers:
+            results |= measure_large(args, Path(scratch))
+    results["target_efficiency_ratio"] = TARGET_EFFICIENCY
     results = {"python_version": platform.python_version(), "cpus_available": len(os.sched_getaffinity(0)),
                "load_average_1min_start": round(load_start, 2), "load_average_1min_end": round(os.getloadavg()[0], 2),
                "wall_s": round(time.perf_counter() - started, 1), **results}
@@ -186,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
           f"({results['api_efficiency_ratio']:.1%}), streamed {results['api_stream_tokens_per_s']} "
           f"({results['api_stream_efficiency_ratio']:.1%}); TTFT bare {results['bare_ttft_ms']} ms, API stream "
           f"{results['api_stream_ttft_ms']} ms; results: {args.out}")
+    if args.large_layers:
+        print(f"random {args.large_hidden}x{args.large_layers} model, CPU per token: bare "
+              f"{results['large_model_bare_cpu_ms_per_token']} ms, API {results['large_model_api_cpu_ms_per_token']} "
+              f"ms, streamed {results['large_model_api_stream_cpu_ms_per_token']} ms; tokens/s API "
+              f"{results['large_model_api_efficiency_ratio']:.1%} of bare, streamed "
+              f"{results['large_model_api_stream_efficiency_ratio']:.1%}")
     return 0
 
 
