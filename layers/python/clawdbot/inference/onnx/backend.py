@@ -17,7 +17,7 @@ from clawdbot.inference.exceptions import ContextLengthExceededError, ModelLoadE
 from clawdbot.inference.onnx.chat_template import ChatTemplate
 from clawdbot.inference.onnx.model_folder import ModelFolder
 from clawdbot.inference.prompt_count import PromptTokenCounter
-from clawdbot.inference.types import StreamDelta
+from clawdbot.inference.types import Completion, StreamDelta
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -113,6 +113,38 @@ class OnnxBackend(InferenceBackend):
         # Validate eagerly (context window, parameters): the caller sees the error before any delta.
         prepared = self._prepare(self.encode_prompt(messages), params)
         return self._stream(prepared)
+
+    def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
+        """Whole completion at once. Without stop strings, the text is decoded after the last token rather than
+        between tokens: the same detokenizer over the same ids, so the same text, but the decode loop runs
+        uninterrupted (interleaving the tokenizer's work with ONNX Runtime's cost ~9 us per token here, 1.4 us
+        apart: caches)."""
+        if params.stop:
+            return super().generate(messages, params)
+        from clawdbot.inference.onnx.detokenizer import IncrementalDetokenizer
+        from clawdbot.inference.onnx.sampling import Sampler
+
+        prepared = self._prepare(self.encode_prompt(messages), params)
+        eos = self.eos_token_ids
+        ids: list[int] = []
+        finish: FinishReason = "length"
+        produced = 0
+        sampler = Sampler(params.temperature, params.top_p, params.seed)
+        tokens = self.engine.generate(prepared.prompt_ids, max_new_tokens=prepared.max_new_tokens,
+                                      sampler=sampler)
+        try:
+            for token in tokens:
+                produced += 1
+                if token in eos:
+                    finish = "stop"
+                    break
+                ids.append(token)
+        finally:
+            tokens.close()
+        detokenizer = IncrementalDetokenizer(self.tokenizer)
+        text = "".join([detokenizer.step(token) for token in ids])
+        return Completion(text=text, finish_reason=finish, prompt_tokens=len(prepared.prompt_ids),
+                          completion_tokens=produced)
 
     # ------------------------------------------------------------------ generation
     def _prepare(self, prompt_ids: list[int], params: GenerationParams) -> _Prepared:

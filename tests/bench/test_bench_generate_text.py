@@ -1,0 +1,41 @@
+"""``OnnxBackend.generate`` without stop strings decodes the text after the last token (a fix measured by
+``bench.api_generation``): the completion must be exactly what the streamed path gives, token for token."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from clawdbot.config.settings import DEFAULT_MODEL_DIR
+from clawdbot.inference.types import ChatMessage, GenerationParams
+
+if TYPE_CHECKING:
+    from clawdbot.inference.onnx import OnnxBackend
+
+
+@pytest.fixture(scope="module")
+def backend() -> OnnxBackend:
+    from clawdbot.inference.onnx import OnnxBackend
+
+    return OnnxBackend(DEFAULT_MODEL_DIR)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_whole_completion_is_the_streamed_one_joined(backend: OnnxBackend, seed: int) -> None:
+    messages = [ChatMessage("user", "Tell me about bread, café crème and 🦀 crabs.")]
+    # Hot sampling, long enough that some seeds end on EOS and some on the length limit.
+    params = GenerationParams(max_tokens=64, temperature=1.5, seed=seed)
+    completion = backend.generate(messages, params)
+    deltas = list(backend.stream(messages, params))
+    assert completion.text == "".join(d.text for d in deltas)
+    assert (completion.finish_reason, completion.prompt_tokens, completion.completion_tokens) == (
+        deltas[-1].finish_reason, deltas[-1].prompt_tokens, deltas[-1].completion_tokens)
+
+
+def test_the_finish_reasons_seen_include_both_ends(backend: OnnxBackend) -> None:
+    # (so the comparison above covers a completion cut by EOS and one cut by the limit)
+    reasons = {backend.generate([ChatMessage("user", "Hi")], GenerationParams(max_tokens=24, temperature=1.5,
+                                                                               seed=s)).finish_reason
+               for s in range(40)}
+    assert reasons == {"stop", "length"}
