@@ -39,3 +39,16 @@ def test_the_finish_reasons_seen_include_both_ends(backend: OnnxBackend) -> None
                                                                                seed=s)).finish_reason
                for s in range(40)}
     assert reasons == {"stop", "length"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_detokenization_gives_the_deltas_of_token_by_token(backend: OnnxBackend, seed: int) -> None:
+    # GIVEN the same turn streamed without stop strings (tokens detokenized in groups) and with a one-character
+    # stop string that never comes (token by token, and a one-character stop holds nothing back)
+    messages = [ChatMessage("user", "Tell me about bread, café crème and 🦀 crabs.")]
+    grouped = list(backend.stream(messages, GenerationParams(max_tokens=96, temperature=1.5, seed=seed)))
+    one_by_one = list(backend.stream(messages, GenerationParams(max_tokens=96, temperature=1.5, seed=seed,
+                                                                stop=("\x00",))))
+    # THEN the deltas are the same, one for one
+    assert grouped == one_by_one
+    assert len(grouped) > 2

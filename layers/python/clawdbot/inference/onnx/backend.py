@@ -8,6 +8,7 @@ token counts. The token loop itself is :class:`~clawdbot.inference.onnx.engine.D
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,12 +27,17 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
     from clawdbot.config.settings import Settings
+    from clawdbot.inference.onnx.detokenizer import IncrementalDetokenizer
     from clawdbot.inference.onnx.engine import DecoderEngine
     from clawdbot.inference.onnx.runtime import RuntimeOptions
     from clawdbot.inference.types import ChatMessage, FinishReason, GenerationParams
 
 logger = logging.getLogger(__name__)
 
+#: Without stop strings, tokens that come faster than this apart are detokenized in groups (``_stream``) ...
+_FAST_TOKEN_S = 0.001
+#: ... of at most this long: well under a frame of a 60 Hz display.
+_GROUP_S = 0.005
 _SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token",
                         "mask_token")
 
@@ -164,6 +170,11 @@ class OnnxBackend(InferenceBackend):
         return _Prepared(prompt_ids, wanted, params)
 
     def _stream(self, prepared: _Prepared) -> Iterator[StreamDelta]:
+        """One delta per token that completes text. Without stop strings, the tokens of a model faster than
+        ``_FAST_TOKEN_S`` are detokenized in groups, at most ``_GROUP_S`` after the first of them: the same deltas
+        a little later, but the decode loop runs uninterrupted (the tokenizer's work interleaved with ONNX
+        Runtime's cost ~9 us per token here, 1.4 us in a row: caches). The first token and the tokens of a
+        slower model come one by one; a stop string must be seen at its token, so with one they always do."""
         from clawdbot.inference.onnx.detokenizer import IncrementalDetokenizer
         from clawdbot.inference.onnx.sampling import Sampler
         from clawdbot.inference.onnx.stopping import StopMatcher
@@ -172,9 +183,12 @@ class OnnxBackend(InferenceBackend):
         sampler = Sampler(params.temperature, params.top_p, params.seed)
         detokenizer = IncrementalDetokenizer(self.tokenizer)
         stopper = StopMatcher(params.stop)
+        grouped = not params.stop
         eos = self.eos_token_ids
         finish: FinishReason = "length"
         produced = 0
+        pending: list[int] = []  # grouped tokens not yet detokenized
+        flushed = previous = float("-inf")
         tokens = self.engine.generate(prepared.prompt_ids, max_new_tokens=prepared.max_new_tokens,
                                       sampler=sampler)
         try:
@@ -183,6 +197,15 @@ class OnnxBackend(InferenceBackend):
                 if token in eos:
                     finish = "stop"
                     break
+                if grouped:
+                    pending.append(token)
+                    now = time.perf_counter()
+                    hold = now - previous < _FAST_TOKEN_S and now - flushed < _GROUP_S
+                    previous = now
+                    if not hold:
+                        flushed = now
+                        yield from _deltas(detokenizer, pending)
+                    continue
                 piece = detokenizer.step(token)
                 if piece:
                     text = stopper.feed(piece)
@@ -193,6 +216,7 @@ class OnnxBackend(InferenceBackend):
                         break
         finally:
             tokens.close()
+        yield from _deltas(detokenizer, pending)
         tail = "" if stopper.stopped else stopper.flush()
         yield StreamDelta(text=tail, finish_reason=finish, prompt_tokens=len(prepared.prompt_ids),
                           completion_tokens=produced)
@@ -200,3 +224,13 @@ class OnnxBackend(InferenceBackend):
     def close(self) -> None:
         """Drop the session; the backend is unusable afterwards."""
         self.engine = None  # type: ignore[assignment]
+
+
+def _deltas(detokenizer: IncrementalDetokenizer, pending: list[int]) -> Iterator[StreamDelta]:
+    """The text deltas of ``pending`` tokens, which it empties."""
+    ids = pending[:]
+    pending.clear()
+    for token in ids:
+        piece = detokenizer.step(token)
+        if piece:
+            yield StreamDelta(text=piece)
