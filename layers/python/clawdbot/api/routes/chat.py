@@ -76,11 +76,18 @@ async def chat_completions(
             return _replay(claim.replay, body)
     turn_request = _turn_request(body, x_session_id, owner, x_clawdbot_variant, claim.turn_id if claim else None)
     if body.stream:
-        turn, deltas, first = await run_in_threadpool(_start_stream, res.chat, turn_request, claim)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        # One worker thread for the whole turn: it decodes on while the response starts.
+        batches = iterate_batches_in_thread(_produce(res.chat, turn_request, claim, include_usage), TOKEN_COALESCE_S)
+        try:
+            head = await anext(batches)  # the turn, once its first delta is in: what fails before fails the request
+        except BaseException:
+            await batches.aclose()
+            raise
+        turn = head[0][0]
         headers = _turn_headers(turn)
         return StreamingResponse(
-            _sse(turn, deltas, first, include_usage, claim, headers), media_type="text/event-stream",
+            _sse(turn, head[1:], batches, include_usage, claim, headers), media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
     # One thread hop for the whole blocking turn (store reads, model, append), not one per step.
     payload, headers = await run_in_threadpool(_complete, res.chat, turn_request, claim)
@@ -114,9 +121,9 @@ def _complete(chat: ChatService, request: TurnRequest, claim: Claim | None) -> t
     return payload, headers
 
 
-def _start_stream(chat: ChatService, request: TurnRequest,
-                  claim: Claim | None) -> tuple[PreparedTurn, Iterator[StreamDelta], StreamDelta]:
-    """Prepare the turn and wait for its first delta, so that what fails before any text fails the request."""
+def _produce(chat: ChatService, request: TurnRequest, claim: Claim | None, include_usage: bool) -> Iterator[Any]:
+    """The streamed turn, iterated on its worker thread: the turn and its content-event template once its first
+    delta is in (so that what fails before any text fails the request), then each delta with its event."""
     try:
         turn = chat.prepare(request)
         deltas = chat.stream(turn)
@@ -125,7 +132,19 @@ def _start_stream(chat: ChatService, request: TurnRequest,
         if claim is not None:
             claim.release(exc)
         raise
-    return turn, deltas, first
+    content = _ContentEvents(_common(turn, include_usage))
+    try:
+        yield turn, content
+        yield first, content(first.text) if first.text else None
+        if first.finish_reason is None:
+            yield from content.tag(deltas)
+    finally:
+        deltas.close()  # type: ignore[attr-defined]  # a generator: its clean-up runs on this thread
+
+
+def _common(turn: PreparedTurn, include_usage: bool) -> dict[str, Any]:
+    return {"completion_id": turn.turn_id, "created": turn.created, "model": turn.model,
+            "include_usage_field": include_usage}
 
 
 def _replay(record: dict[str, Any], body: ChatCompletionRequest) -> Response:
@@ -193,21 +212,20 @@ class _ContentEvents:
                 close()
 
 
-async def _sse(turn: PreparedTurn, deltas: Iterator[StreamDelta], first: StreamDelta, include_usage: bool,
-               claim: Claim | None, headers: dict[str, str]) -> AsyncIterator[bytes]:
+async def _sse(turn: PreparedTurn, head: list[tuple[StreamDelta, bytes | None]],
+               batches: AsyncIterator[list[Any]], include_usage: bool, claim: Claim | None,
+               headers: dict[str, str]) -> AsyncIterator[bytes]:
     """OpenAI's stream: a role chunk, content chunks, a finish chunk, an optional usage chunk, ``[DONE]``.
 
     Every delta is its own chunk (its own ``data:`` event); the deltas decoded within ``TOKEN_COALESCE_S`` of
-    the previous write go out together in the next one.
+    the previous write go out together in the next one. ``head``: the deltas taken with the turn.
     """
-    common = {"completion_id": turn.turn_id, "created": turn.created, "model": turn.model,
-              "include_usage_field": include_usage}
-    content = _ContentEvents(common)
+    common = _common(turn, include_usage)
     yield _event(chunk_dict(delta={"role": "assistant", "content": "", "refusal": None}, **common))
     pieces: list[str] = []
     finished: StreamDelta | None = None
     try:
-        async for batch in _batches(first, deltas, content):
+        async for batch in _after(head, batches):
             events: list[bytes] = []
             for delta, event in batch:
                 pieces.append(delta.text)
@@ -228,21 +246,22 @@ async def _sse(turn: PreparedTurn, deltas: Iterator[StreamDelta], first: StreamD
         yield _event({"error": {"message": exc.message, "type": exc.error_type, "param": exc.param,
                                 "code": exc.code}})
     finally:
-        if claim is not None:  # the answer is whole only once the turn is recorded (the final delta)
-            with anyio.CancelScope(shield=True):  # a client that hung up cancels us: settle the key all the same
-                if finished is not None:
-                    await run_in_threadpool(claim.succeed, completion_dict(
-                        completion_id=turn.turn_id, created=turn.created, model=turn.model, text="".join(pieces),
-                        finish_reason=finished.finish_reason or "stop", prompt_tokens=finished.prompt_tokens,
-                        completion_tokens=finished.completion_tokens), headers)
-                else:
-                    await run_in_threadpool(claim.release, RuntimeError("the stream did not finish"))
+        with anyio.CancelScope(shield=True):  # a client that hung up cancels us: clean up all the same
+            await batches.aclose()  # (the worker stops after the token in hand)
+            if claim is None:
+                pass
+            elif finished is not None:  # the answer is whole only once the turn is recorded (the final delta)
+                await run_in_threadpool(claim.succeed, completion_dict(
+                    completion_id=turn.turn_id, created=turn.created, model=turn.model, text="".join(pieces),
+                    finish_reason=finished.finish_reason or "stop", prompt_tokens=finished.prompt_tokens,
+                    completion_tokens=finished.completion_tokens), headers)
+            else:
+                await run_in_threadpool(claim.release, RuntimeError("the stream did not finish"))
     yield b"data: [DONE]\n\n"
 
 
-async def _batches(first: StreamDelta, rest: Iterator[StreamDelta],
-                   content: _ContentEvents) -> AsyncIterator[list[tuple[StreamDelta, bytes | None]]]:
-    yield [(first, content(first.text) if first.text else None)]
-    if first.finish_reason is None:
-        async for batch in iterate_batches_in_thread(content.tag(rest), TOKEN_COALESCE_S):
-            yield batch
+async def _after(head: list[Any], batches: AsyncIterator[list[Any]]) -> AsyncIterator[list[Any]]:
+    if head:
+        yield head
+    async for batch in batches:
+        yield batch
