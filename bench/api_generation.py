@@ -4,8 +4,11 @@
 - ``api``: the server process of ``bench.serving`` (uvicorn, the full app with its key, rate limit and metrics)
   loading the shipped model; requests are stateless turns (system + user message), timed by the client from
   writing the request to the last byte (non-streamed) or the ``[DONE]`` event (streamed);
-- ``bare``: ``DecoderEngine.generate`` in this process on the prompt ids the API renders, no HTTP, no
-  detokenization, no stop checks: the upper bound.
+- ``bare``: ``DecoderEngine.generate`` on the prompt ids the API renders, no HTTP, no detokenization, no stop
+  checks, the upper bound; run and timed inside the same server process, on the same backend (a benchmark-only
+  route, ``bench.serving.with_bare_route``): the same model runs up to ~10% faster or slower in one process
+  than in another, for the process's life, which a bare loop in the benchmark's own process would count as API
+  efficiency.
 
 - ``large_model_*``: the same on a random model of the shipped architecture and tokenizer, wider and deeper
   (``--large-hidden 512 --large-layers 6``: 21 M parameters, ~4 ms per token here against the shipped 0.3 ms),
@@ -24,11 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,8 +41,6 @@ from typing import TYPE_CHECKING, Any
 from bench.loadgen import Connection
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from bench.serving import Server
     from clawdbot.inference.onnx import OnnxBackend
 
@@ -70,18 +71,17 @@ def long_seeds(backend: OnnxBackend, tokens: int, wanted: int, tries: int = 400)
     return seeds
 
 
-def _bare(backend: OnnxBackend, prompt: list[int], tokens: int, seed: int) -> tuple[float, float, int]:
-    """(seconds to first token, seconds to last, tokens) of the engine's own loop."""
-    from clawdbot.inference.onnx import Sampler
+async def _bare(conn: Connection, prompt: list[int], tokens: int, seed: int) -> tuple[tuple[float, float, int], float]:
+    """((seconds to first token, seconds to last, tokens), CPU seconds) of the engine's own loop, run and timed
+    in the server process (``bench.serving.with_bare_route``)."""
+    from bench.serving import BARE_PATH
 
-    started = time.perf_counter()
-    first = 0.0
-    count = 0
-    for _ in backend.engine.generate(prompt, max_new_tokens=tokens, sampler=Sampler(1.0, 1.0, seed)):
-        count += 1
-        if count == 1:
-            first = time.perf_counter() - started
-    return first, time.perf_counter() - started, count
+    body = json.dumps({"prompt_ids": prompt, "tokens": tokens, "seed": seed}).encode()
+    response = await conn.send(conn.encode("POST", BARE_PATH, body))
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status}: {response.body[:300]!r}")
+    timed = json.loads(response.body)
+    return (timed["first_s"], timed["total_s"], timed["tokens"]), timed["cpu_s"]
 
 
 async def _api(conn: Connection, model: str, key: str, tokens: int, seed: int,
@@ -117,7 +117,7 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
     prompt = backend.encode_prompt([ChatMessage(m["role"], m["content"]) for m in _messages()])
     key, _ = prepare_data(scratch, 0, 0)
     rows: dict[str, list[tuple[float | None, float, int]]] = {"api": [], "api_stream": [], "bare": []}
-    #: CPU seconds per turn: the server process for the API (all its threads), this process for the bare loop.
+    #: CPU seconds per turn of the server process (all its threads): for the bare loop, around the loop only.
     cpu: dict[str, list[float]] = {"api": [], "api_stream": [], "bare": []}
 
     async def rounds(server: Server) -> None:
@@ -128,10 +128,9 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
                 seed = seeds[index % len(seeds)]
                 order = ["api", "api_stream", "bare"] if index % 2 else ["bare", "api_stream", "api"]
                 for name in order:
+                    row: tuple[float | None, float, int]
                     if name == "bare":
-                        cpu_before = time.process_time()
-                        row: tuple[float | None, float, int] = _bare(backend, prompt, args.tokens, seed)
-                        cpu_s = time.process_time() - cpu_before
+                        row, cpu_s = await _bare(conn, prompt, args.tokens, seed)
                     else:
                         cpu_before = server.cpu_seconds()
                         row = await _api(conn, backend.model_id, key, args.tokens, seed, name == "api_stream")
@@ -144,7 +143,7 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
         finally:
             conn.close()
 
-    with serve("api", scratch, backend="onnx", model_dir=model_dir) as server:
+    with serve("api", scratch, backend="onnx", model_dir=model_dir, bare_route=True) as server:
         asyncio.run(rounds(server))
 
     def rate(row: tuple[float | None, float, int]) -> float:
@@ -176,26 +175,19 @@ def measure_large(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     """The same figures on a random model of the shipped architecture at ``--large-hidden``/``--large-layers``
     (built here, a few seconds), keyed ``large_model_*``: the API's fixed per-token costs against a token that
     costs ~10x the shipped model's."""
-    from bench.random_model import build, parameter_count
+    from bench.random_model import parameter_count
 
-    with _quiet_builders():
-        model_dir = build(scratch / "large-model" / f"clawdbot-random-{args.large_hidden}x{args.large_layers}",
-                          hidden=args.large_hidden, layers=args.large_layers)
+    model_dir = scratch / "large-model" / f"clawdbot-random-{args.large_hidden}x{args.large_layers}"
+    # In a child process: torch stays out of the process that times the bare loop.
+    built = subprocess.run([sys.executable, "-m", "bench.random_model", str(model_dir), "--hidden",
+                            str(args.large_hidden), "--layers", str(args.large_layers)],
+                           cwd=REPO, capture_output=True, text=True, check=False)
+    if built.returncode:
+        raise RuntimeError(f"building the random model failed:\n{built.stderr[-3000:]}")
     figures = measure(args, scratch / "large-serving", model_dir, args.large_rounds)
     figures |= {"hidden_size": args.large_hidden, "layers": args.large_layers,
                 "parameters": parameter_count(args.large_hidden, args.large_layers)}
     return {f"large_model_{key}": value for key, value in figures.items()}
-
-
-@contextlib.contextmanager
-def _quiet_builders() -> Iterator[None]:
-    """transformers and the onnxruntime-genai builder draw progress bars on stderr; a benchmark's output is its
-    figures."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
-        yield
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,11 @@ against that export). Needs the ``train`` extra (torch, transformers, onnxruntim
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -61,3 +63,22 @@ def parameter_count(hidden: int, layers: int) -> int:
     vocab = shipped["vocab_size"]
     per_layer = 4 * hidden * hidden + 3 * hidden * intermediate + 2 * hidden
     return vocab * hidden + layers * per_layer + hidden
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.random_model OUT [--hidden 512] [--layers 6]``: a benchmark builds its model in a child
+    process, so torch (gigabytes, its own thread pools) never shares the process that times the decode loop."""
+    parser = argparse.ArgumentParser(prog="python -m bench.random_model", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=6)
+    args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    print(build(args.out, hidden=args.hidden, layers=args.layers))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -82,6 +82,53 @@ def direct_app(backend: InferenceBackend) -> Any:
     return app
 
 
+#: The bare decode loop, served next to the app by a benchmark server started with ``bare_route=True``.
+BARE_PATH = "/bench/bare"
+
+
+def with_bare_route(app: Any, backend: Any) -> Any:
+    """``app``, plus ``POST BARE_PATH`` (JSON ``prompt_ids``, ``tokens``, ``seed``): the engine's own decode loop
+    in this process, on this backend, timed here (seconds to the first and the last token, CPU seconds).
+
+    A bare loop in another process is not the same baseline: the same model runs up to ~10% faster or slower
+    from one process to the next (weights placed differently in memory; measured on a 21 M-parameter model), a
+    difference that stays for the process's life and would show as API efficiency."""
+    import asyncio
+
+    def bare(request: dict[str, Any]) -> dict[str, float]:
+        from clawdbot.inference.onnx import Sampler
+
+        cpu_before = time.process_time()  # the server is otherwise idle: one generation at a time
+        started = time.perf_counter()
+        first = 0.0
+        count = 0
+        for _ in backend.engine.generate(request["prompt_ids"], max_new_tokens=request["tokens"],
+                                         sampler=Sampler(1.0, 1.0, request["seed"])):
+            count += 1
+            if count == 1:
+                first = time.perf_counter() - started
+        return {"first_s": first, "total_s": time.perf_counter() - started, "tokens": count,
+                "cpu_s": time.process_time() - cpu_before}
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != BARE_PATH:
+            await app(scope, receive, send)
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        payload = json.dumps(await asyncio.to_thread(bare, json.loads(body))).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    return wrapped
+
+
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -93,6 +140,8 @@ def _run(args: argparse.Namespace) -> int:
         from clawdbot.config.settings import Settings
 
         app = create_app(Settings(data_dir=args.data_dir, model_dir=args.model_dir), backend=backend)
+    if args.bare_route:
+        app = with_bare_route(app, backend)
     # The options of ``clawdbot serve`` (clawdbot/cli/serve.py), quieter.
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
     return 0
@@ -126,15 +175,15 @@ def _port_open(port: int) -> bool:
 
 @contextlib.contextmanager
 def serve(kind: str, data_dir: Path, *, backend: str = "instant", model_dir: Path | None = None,
-          env: dict[str, str] | None = None) -> Iterator[Server]:
-    """Run a ``kind`` server until the block ends."""
+          env: dict[str, str] | None = None, bare_route: bool = False) -> Iterator[Server]:
+    """Run a ``kind`` server until the block ends (``bare_route``: with :func:`with_bare_route`)."""
     from bench.instant import MODEL_DIR
 
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / f"{kind}-server.log"
     cmd = [sys.executable, "-m", "bench.serving", kind, "--port", str(port), "--data-dir", str(data_dir),
-           "--backend", backend, "--model-dir", str(model_dir or MODEL_DIR)]
+           "--backend", backend, "--model-dir", str(model_dir or MODEL_DIR), *(["--bare-route"] if bare_route else [])]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **(env or {})})
@@ -163,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--backend", choices=("instant", "onnx"), default="instant")
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    parser.add_argument("--bare-route", action="store_true", help=f"also serve the bare decode loop at {BARE_PATH}")
     return _run(parser.parse_args(argv))
 
 
