@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -78,13 +79,18 @@ def _optimum_folder(model_dir: Path, hf_dir: Path | None, scratch: Path) -> tupl
     if hf_dir is None and _same_architecture(DEFAULT_CHECKPOINT, model_dir):
         hf_dir = DEFAULT_CHECKPOINT
     if hf_dir is not None:
-        return export_decoder(_load(hf_dir), scratch / "optimum"), f"transformers folder {hf_dir}"
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+        model, weights = _load(hf_dir), f"transformers folder {hf_dir}"
+    else:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
-    return export_decoder(model, scratch / "optimum"), "random-init with the shipped config.json (no checkpoint)"
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+        weights = "random-init with the shipped config.json (no checkpoint)"
+    out = export_decoder(model, scratch / "optimum")
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):  # the served model's
+        shutil.copy2(model_dir / name, out / name)
+    return out, weights
 
 
 def _load(hf_dir: Path) -> Any:
