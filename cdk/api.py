@@ -72,7 +72,7 @@ class ChatHttpApi(Construct):
                  key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
         integration = HttpLambdaIntegration(
-            "ChatApi", function.function,
+            "ChatApi", function.invoke_target,  # the live alias under SnapStart, else the function
             timeout=Duration.seconds(quota.integration_timeout_seconds),
             payload_format_version=apigwv2.PayloadFormatVersion.VERSION_2_0,
         )

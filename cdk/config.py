@@ -73,6 +73,10 @@ class ApiQuota(_Strict):
     #: ``CLAWDBOT_MAX_CONCURRENCY``. Each execution environment serves one request, so this caps the in-flight
     #: model calls (and the Lambda bill) whatever API Gateway admits; the rest of the account keeps the remainder.
     max_concurrency: int = Field(ge=1, le=10_000)
+    #: Lambda SnapStart for the API function: its ~0.4 s of imports and app building runs when a version is
+    #: published instead of on each cold start, which resumes a snapshot (clawdbot.snapstart). Costs a snapshot
+    #: cache per GB-second and a charge per restore (cdk/pricing.py); off, every cold start runs init.
+    snapstart: bool = True
 
 
 class WorkerQuota(_Strict):

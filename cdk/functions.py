@@ -48,12 +48,19 @@ def shared_layer(scope: Construct) -> lambda_.LayerVersion:
 
 
 class PythonFunction(Construct):
-    """A handler folder + tokenizer bundle on the shared layer; ``function``, ``role`` and ``log_group``."""
+    """A handler folder + tokenizer bundle on the shared layer; ``function``, ``role`` and ``log_group``.
+
+    ``snapstart``: Lambda SnapStart on published versions. Each deploy that changes the function publishes a
+    version (init runs then, and is snapshotted) and moves the ``live`` alias to it; callers invoke
+    ``invoke_target`` (the alias), since an unqualified call runs ``$LATEST``, which SnapStart never covers.
+    Superseded versions are deleted with the update, so only the live snapshot is cached (and billed).
+    """
 
     def __init__(self, scope: Construct, construct_id: str, *, source: Path, tokenizer_dir: Path,
                  layer: lambda_.ILayerVersion, key: kms.IKey, description: str, memory_mb: int,
                  timeout: Duration, environment: dict[str, str], reserved_concurrency: int | None = None,
-                 vpc: ec2.IVpc | None = None, security_groups: list[ec2.ISecurityGroup] | None = None) -> None:
+                 vpc: ec2.IVpc | None = None, security_groups: list[ec2.ISecurityGroup] | None = None,
+                 snapstart: bool = False) -> None:
         super().__init__(scope, construct_id)
         if not (source / "handler.py").is_file():
             raise FileNotFoundError(f"{source}/handler.py is missing: the {construct_id} function's code")
@@ -90,4 +97,13 @@ class PythonFunction(Construct):
             environment_encryption=key,
             vpc=vpc,
             security_groups=security_groups,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snapstart else None,
+            current_version_options=(lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY)
+                                     if snapstart else None),
         )
+        self.alias: lambda_.Alias | None = None
+        self.invoke_target: lambda_.IFunction = self.function
+        if snapstart:
+            self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version,
+                                       description="The published (SnapStart) version callers invoke")
+            self.invoke_target = self.alias

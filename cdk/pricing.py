@@ -29,6 +29,10 @@ KMS_KEY_MONTHLY = 1.00
 SECRET_MONTHLY = 0.40
 DASHBOARD_MONTHLY = 3.00
 ALARM_MONTHLY = 0.10
+#: Lambda SnapStart (the API function, ``api.snapstart``): the live version's snapshot is cached as long as the
+#: version exists (USD per GB-second of the function's memory); each restore (a cold start) costs per GB.
+SNAPSTART_CACHE_GB_SECOND = 0.0000015046
+SNAPSTART_RESTORE_GB = 0.0001397998
 #: Optional Redis/Valkey session store (USD per hour).
 INTERFACE_ENDPOINT_AZ_HOURLY = 0.01  # x 3 endpoints x 2 AZs
 VALKEY_SERVERLESS_MIN_HOURLY = 0.0084  # 100 MB minimum of stored data at $0.084/GB-h; ECPUs extra
@@ -39,7 +43,7 @@ VALKEY_T4G_SMALL_HOURLY = 0.0256  # x 2 nodes (primary + replica)
 class HourlyCost:
     idle: float  # at min capacity, no traffic
     peak: float  # at max capacity (instances only; per-request charges extra)
-    fixed: float  # KMS, secret, dashboard, alarms
+    fixed: float  # KMS, secret, dashboard, alarms, the SnapStart snapshot cache
 
 
 def _alarms(quota: Quota) -> int:
@@ -47,9 +51,15 @@ def _alarms(quota: Quota) -> int:
     return 4 + 2 * units  # DLQ, API 5xx, 2x Lambda errors; per unit: model 5xx + latency
 
 
+def snapstart_cache_hourly(quota: Quota) -> float:
+    """The API function's cached snapshot, USD per hour (0 with SnapStart off)."""
+    return quota.api.memory_mb / 1024 * SNAPSTART_CACHE_GB_SECOND * 3600 if quota.api.snapstart else 0.0
+
+
 def hourly(quota: Quota) -> HourlyCost:
     """Instance-hours at min and max capacity plus the fixed charges, in USD per hour."""
-    fixed = (KMS_KEY_MONTHLY + SECRET_MONTHLY + DASHBOARD_MONTHLY + ALARM_MONTHLY * _alarms(quota)) / HOURS_PER_MONTH
+    fixed = ((KMS_KEY_MONTHLY + SECRET_MONTHLY + DASHBOARD_MONTHLY + ALARM_MONTHLY * _alarms(quota)) / HOURS_PER_MONTH
+             + snapstart_cache_hourly(quota))
     inference = quota.inference
     if inference.placement == "inference_component":
         assert inference.component is not None

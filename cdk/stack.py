@@ -69,7 +69,8 @@ class ClawdbotStack(Stack):
             self, "ChatApi", source=FUNCTIONS_DIR / "chat_api", tokenizer_dir=inputs.tokenizer_dir, layer=layer,
             key=key, description="clawdbot chat API (FastAPI via Mangum)", memory_mb=quota.api.memory_mb,
             timeout=api.function_timeout(quota.api), reserved_concurrency=quota.api.max_concurrency,
-            environment={**environment, **api.function_environment(quota.api)}, **vpc_args)  # type: ignore[arg-type]
+            environment={**environment, **api.function_environment(quota.api)}, snapstart=quota.api.snapstart,
+            **vpc_args)  # type: ignore[arg-type]
         worker = functions.PythonFunction(
             self, "ChatWorker", source=FUNCTIONS_DIR / "chat_worker", tokenizer_dir=inputs.tokenizer_dir,
             layer=layer, key=key, description="clawdbot chat-turn worker (SQS FIFO batches)",

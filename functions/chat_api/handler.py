@@ -1,13 +1,17 @@
 """Lambda entry of the chat API: API Gateway HTTP API (payload 2.0) → Mangum → the shared FastAPI app.
 
-Wiring only. The app is built once per execution environment (cold start) and reused by every invocation.
+Wiring only. The app is built once per execution environment (cold start) and reused by every invocation; with
+SnapStart (the stack's default for this function) it is built once per published version, and the hooks of
+``clawdbot.snapstart`` make each restored environment reconnect and reseed.
 """
 
 from mangum import Mangum
 
 from clawdbot.api.app import create_app
 from clawdbot.metrics.observability import instrument
+from clawdbot.snapstart import register_hooks
 
 app = create_app()
 # Powertools Logger (request and session id on every line) and Tracer around the invocation.
 handler = instrument(Mangum(app, lifespan="off"))
+register_hooks()

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.batch import process_partial_response
 from clawdbot.config.settings import get_settings
 from clawdbot.metrics.observability import instrument
 from clawdbot.queue.worker import TurnWorker, new_processor
+from clawdbot.snapstart import register_hooks
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -30,3 +31,4 @@ def process_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 
 # Powertools Logger (Lambda context and session id on every line) and Tracer around the invocation, as the API's.
 handler = instrument(process_batch)
+register_hooks()  # harmless without SnapStart; makes turning it on for the worker safe (clawdbot.snapstart)

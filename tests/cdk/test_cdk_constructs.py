@@ -145,3 +145,44 @@ def test_valkey_sessions_in_an_isolated_vpc_pass_the_checks(mode: str, tmp_path:
     assert len(_of_type(template, "AWS::EC2::FlowLog")) == 1
     ingress = _of_type(template, "AWS::EC2::SecurityGroupIngress")
     assert ingress and all("SourceSecurityGroupId" in rule for rule in ingress)  # never a CIDR
+
+
+@pytest.mark.parametrize("snapstart", [True, False], ids=["snapstart", "no-snapstart"])
+def test_the_api_invokes_a_snapstart_alias_or_the_plain_function(snapstart: bool, tmp_path: Path) -> None:
+    from aws_cdk import App, Duration, Stack
+    from aws_cdk import aws_kms as kms
+    from aws_cdk import aws_lambda as lambda_
+
+    from cdk.api import ChatHttpApi
+    from cdk.config import DEFAULT_MODEL, REPO_ROOT
+    from cdk.functions import PythonFunction
+    from cdk.pricing import hourly, snapstart_cache_hourly
+
+    quota = load_quota("small")
+    quota = quota.model_copy(update={"api": quota.api.model_copy(update={"snapstart": snapstart})})
+    app = App(outdir=str(tmp_path / "out"))
+    stack = Stack(app, "Clawdbot")
+    key = kms.Key(stack, "Key", enable_key_rotation=True)
+    layer = lambda_.LayerVersion.from_layer_version_arn(
+        stack, "Layer", "arn:aws:lambda:us-east-1:123456789012:layer:clawdbot:1")
+    function = PythonFunction(stack, "ChatApi", source=REPO_ROOT / "functions" / "chat_api",
+                              tokenizer_dir=REPO_ROOT / DEFAULT_MODEL, layer=layer, key=key, description="api",
+                              memory_mb=quota.api.memory_mb, timeout=Duration.seconds(30), environment={},
+                              snapstart=quota.api.snapstart)
+    ChatHttpApi(stack, "Api", function=function, quota=quota.api, key=key)
+    template = app.synth().get_stack_by_name("Clawdbot").template
+
+    (fn,) = _of_type(template, "AWS::Lambda::Function")
+    (integration,) = _of_type(template, "AWS::ApiGatewayV2::Integration")
+    aliases = [k for k, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::Alias"]
+    functions = [k for k, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::Function"]
+    if snapstart:
+        assert fn["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+        assert integration["IntegrationUri"] == {"Ref": aliases[0]}
+        assert snapstart_cache_hourly(quota) * 730 == pytest.approx(3.95, abs=0.01)  # 1 GB cached for a month
+    else:
+        assert "SnapStart" not in fn and aliases == []
+        assert _of_type(template, "AWS::Lambda::Version") == []
+        assert integration["IntegrationUri"] == {"Fn::GetAtt": [functions[0], "Arn"]}
+        assert snapstart_cache_hourly(quota) == 0.0
+    assert hourly(quota).fixed > 0

@@ -93,6 +93,29 @@ def _policy_statements(synthesized: Synthesized, policy_prefix: str) -> list[dic
     return list(policy["Properties"]["PolicyDocument"]["Statement"])
 
 
+def test_api_function_runs_snapstart_versions_and_the_api_invokes_the_live_alias(synthesized: Synthesized) -> None:
+    assert QUOTA.api.snapstart  # the preset's default
+    resources = synthesized.raw["Resources"]
+    api_fn_id = _logical_id(synthesized, "AWS::Lambda::Function", "ChatApiFunction")
+    assert resources[api_fn_id]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    # one published version, deleted when a deploy supersedes it (its snapshot would stay cached, and billed)
+    version_id = _logical_id(synthesized, "AWS::Lambda::Version", "ChatApiFunctionCurrentVersion")
+    assert resources[version_id]["DeletionPolicy"] == "Delete"
+    assert resources[version_id]["Properties"]["FunctionName"] == {"Ref": api_fn_id}
+    alias_id = _logical_id(synthesized, "AWS::Lambda::Alias", "ChatApiLive")
+    alias = resources[alias_id]["Properties"]
+    assert alias["Name"] == "live" and alias["FunctionVersion"] == {"Fn::GetAtt": [version_id, "Version"]}
+    # API Gateway calls the alias ($LATEST never runs from a snapshot), and may call nothing else
+    integration = _only(synthesized, "AWS::ApiGatewayV2::Integration")["Properties"]
+    assert integration["IntegrationUri"] == {"Ref": alias_id}
+    permissions = [p["Properties"] for p in synthesized.resources("AWS::Lambda::Permission").values()
+                   if p["Properties"]["Principal"] == "apigateway.amazonaws.com"]
+    assert permissions and all(p["FunctionName"] == {"Ref": alias_id} for p in permissions)
+    # the worker, driven by SQS batches, keeps plain cold starts
+    worker_id = _logical_id(synthesized, "AWS::Lambda::Function", "ChatWorkerFunction")
+    assert "SnapStart" not in resources[worker_id]["Properties"]
+
+
 def _app_settings(synthesized: Synthesized, function_prefix: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The app's ``Settings`` as the function would read them from its literal ``CLAWDBOT_*`` variables."""
     from clawdbot.config.settings import Settings

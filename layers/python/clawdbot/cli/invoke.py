@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--memory", type=int, default=128, metavar="MB",
                         help="Memory size reported to the function (default 128; not enforced).")
     parser.add_argument("--function-name", help="Function name (default: the folder's name).")
+    parser.add_argument("--snapstart", action="store_true",
+                        help="Run as a SnapStart version: init and before-snapshot hooks, a restore, after-restore "
+                             "hooks, then the event (the REPORT line gives the restore's duration).")
     parser.add_argument("--quiet", "-q", action="store_true", help="Do not print the function's log.")
     parser.set_defaults(func=run)
 
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = invoke_function(args.function_dir, event, handler=args.handler, env=env,
                                  timeout_s=args.timeout, memory_mb=args.memory,
-                                 function_name=args.function_name, log=None if args.quiet else show)
+                                 function_name=args.function_name, log=None if args.quiet else show,
+                                 snapstart=args.snapstart)
     except (NotADirectoryError, ModuleNotFoundError) as exc:
         raise CommandError(str(exc)) from exc
     sys.stdout.write(result.payload.decode("utf-8", "replace") + "\n")

@@ -12,7 +12,11 @@ Endpoints (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html):
   body, the context travels in ``Lambda-Runtime-Aws-Request-Id``, ``-Deadline-Ms``, ``-Invoked-Function-Arn``,
   ``-Trace-Id`` (and ``-Client-Context`` when set);
 - ``POST /2018-06-01/runtime/invocation/{id}/response`` and ``.../{id}/error``;
-- ``POST /2018-06-01/runtime/init/error``.
+- ``POST /2018-06-01/runtime/init/error``;
+- ``GET  /2018-06-01/runtime/restore/next`` and ``POST /2018-06-01/runtime/restore/error``: a SnapStart runtime
+  (``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start``) calls the first after init and its before-snapshot hooks; the
+  answer means "resumed from the snapshot", and the runtime then runs its after-restore hooks. Here the snapshot
+  is resumed at once, in the same process: the hooks and the order of the phases are Lambda's, the microVM is not.
 
 Like Lambda's own Runtime API, the server writes the platform's ``START`` line to the function's log.
 """
@@ -81,7 +85,8 @@ class RuntimeAPIServer:
     ``/runtime/init/error``, and that outcome also ends the invocation waiting for it.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, log: Callable[[str], None] | None = None,
+                 on_snapshot: Callable[[], None] | None = None) -> None:
         self._pending: queue.Queue[Invocation] = queue.Queue()
         self._lock = threading.Lock()
         self._current: Invocation | None = None
@@ -89,6 +94,14 @@ class RuntimeAPIServer:
         self._thread: threading.Thread | None = None
         self.log = log or (lambda line: None)
         self.init_error: Outcome | None = None
+        #: Epoch seconds at which a SnapStart runtime asked to be restored (and at which it was), and the restore
+        #: phase's length (the after-restore hooks, up to its first ``invocation/next``).
+        self.snapshot_at: float | None = None  # init and the before-snapshot hooks were done
+        self.restore_requested_at: float | None = None
+        self.restore_ms: float | None = None
+        #: Called when the runtime asks to be restored, before it is answered: what happens between a version's
+        #: publish and a restore (a key rotated, a table changed) can happen here.
+        self.on_snapshot = on_snapshot
         self._httpd = _QuietHTTPServer((host, port), _RuntimeAPIHandler)
         self._httpd.runtime_api = self  # type: ignore[attr-defined]
 
@@ -133,6 +146,9 @@ class RuntimeAPIServer:
             except queue.Empty:
                 continue
             now = time.time()
+            if self.restore_requested_at is not None and self.restore_ms is None:
+                self.restore_ms = (now - self.restore_requested_at) * 1000
+                self.log(f"RESTORE_REPORT Restore Duration: {self.restore_ms:.2f} ms")
             start = min(now, invocation.clock_starts_by) if invocation.clock_starts_by else now
             invocation.delivered_at = now
             invocation.deadline_ms = int((start + invocation.timeout_s) * 1000)
@@ -141,6 +157,14 @@ class RuntimeAPIServer:
             self.log(f"START RequestId: {invocation.request_id} Version: {invocation.function_version}")
             return invocation
         return None
+
+    def _restore(self) -> None:
+        """A SnapStart runtime finished init and its before-snapshot hooks: resume it from the "snapshot"."""
+        self.snapshot_at = time.time()
+        if self.on_snapshot is not None:
+            self.on_snapshot()
+        self.restore_requested_at = time.time()
+        self.log("RESTORE_START (local: the snapshot is resumed in the same process)")
 
     def _finish(self, request_id: str, outcome: Outcome) -> bool:
         """Record the outcome of invocation ``request_id``; ``False`` if no such invocation is in flight."""
@@ -196,6 +220,9 @@ class _RuntimeAPIHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == f"{API_PREFIX}/invocation/next":
             self._serve_next()
+        elif self.path == f"{API_PREFIX}/restore/next":
+            self.api._restore()
+            self._send(HTTPStatus.OK, b"")
         else:
             self._send_error(HTTPStatus.NOT_FOUND, "NotFound", f"no such endpoint: GET {self.path}")
 
@@ -204,7 +231,7 @@ class _RuntimeAPIHandler(BaseHTTPRequestHandler):
         parts = self.path.removeprefix(API_PREFIX).strip("/").split("/")
         content_type = self.headers.get("Content-Type", "application/json")
         error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
-        if parts == ["init", "error"]:
+        if parts in (["init", "error"], ["restore", "error"]):  # a failed restore hook ends the sandbox too
             self.api._fail_init(Outcome("init_error", body, content_type, error_type or _error_type_in(body)))
             self._send(HTTPStatus.ACCEPTED, self._ACCEPTED)
         elif len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):

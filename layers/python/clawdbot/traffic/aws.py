@@ -17,7 +17,7 @@ def dynamodb_client() -> Any:
 
 
 def read_secret(secret_id: str) -> str:
-    """A Secrets Manager secret's string (the deploy's API key); read once, at cold start."""
+    """A Secrets Manager secret's string (the deploy's API key); read at cold start, and after a SnapStart restore."""
     import boto3
 
     return str(boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])

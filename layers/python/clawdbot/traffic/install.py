@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from clawdbot.config.settings import Settings
     from clawdbot.metrics.recorder import MetricsRecorder
     from clawdbot.traffic.auth import TrafficControl
+    from clawdbot.traffic.keystore.base import KeyStore
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,12 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
     if settings.bootstrap_key_sha256:
         keys.import_hash(settings.bootstrap_key_sha256, name=BOOTSTRAP_KEY_NAME)
     if settings.api_key_secret_arn:
-        from clawdbot.traffic.aws import read_secret
-        from clawdbot.traffic.keys import hash_key
+        from clawdbot.snapstart import on_restore
 
-        keys.import_hash(hash_key(read_secret(settings.api_key_secret_arn).strip()), name=BOOTSTRAP_KEY_NAME)
+        import_secret_key(keys, settings.api_key_secret_arn)
+        # With SnapStart this init ran when the version was published; a redeploy with a new key changes only
+        # the secret, so each restored environment reads it again.
+        on_restore(lambda: import_secret_key(keys, settings.api_key_secret_arn or ""))
     traffic = TrafficControl(keys, build_rate_limiter(settings), always_required=keys_always_required(settings),
                              cache_seconds=settings.key_cache_seconds)
     app.state.traffic = traffic
@@ -62,6 +65,14 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
     app.add_middleware(AuthRateLimitMiddleware, traffic=traffic)
     app.add_middleware(RequestMetricsMiddleware, recorder=metrics)
     return traffic
+
+
+def import_secret_key(keys: KeyStore, secret_arn: str) -> None:
+    """Import the deploy's API key, read from Secrets Manager, as the ``deploy`` key (idempotent)."""
+    from clawdbot.traffic.aws import read_secret
+    from clawdbot.traffic.keys import hash_key
+
+    keys.import_hash(hash_key(read_secret(secret_arn).strip()), name=BOOTSTRAP_KEY_NAME)
 
 
 def build_recorder(settings: Settings) -> MetricsRecorder:
