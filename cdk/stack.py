@@ -81,10 +81,10 @@ class ClawdbotStack(Stack):
             worker.role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"],
                                                           resources=list(inputs.reply_topic_arns)))
 
+        queue.queue.grant_send_messages(chat_api.role)  # POST .../turns enqueues; the worker only receives
         for fn in (chat_api, worker):
             model.grant_invoke(fn.role)
             sec.api_key_secret.grant_read(fn.role)
-            queue.queue.grant_send_messages(fn.role)
             if isinstance(store, sessions.SessionTable):
                 store.grant(fn.role)
             if vpc_args:

@@ -337,6 +337,16 @@ def test_lambdas_may_invoke_only_this_endpoint(synthesized: Synthesized) -> None
         assert json.dumps(invoke[0]["Resource"]).endswith(':endpoint/clawdbot-chat"]]}')
 
 
+def test_only_the_api_may_send_to_the_turn_queue(synthesized: Synthesized) -> None:
+    def actions(policy_id: str) -> str:
+        policy = next(v for k, v in synthesized.resources("AWS::IAM::Policy").items() if k.startswith(policy_id))
+        return json.dumps([s["Action"] for s in policy["Properties"]["PolicyDocument"]["Statement"]])
+
+    assert "sqs:SendMessage" in actions("ChatApiRoleDefaultPolicy")  # POST /v1/sessions/{id}/turns
+    assert "sqs:SendMessage" not in actions("ChatWorkerRoleDefaultPolicy")  # it receives through its event source
+    assert "sqs:ReceiveMessage" in actions("ChatWorkerRoleDefaultPolicy")
+
+
 # ------------------------------------------------------------------------------------------------ observability
 def _dashboard_widgets(synthesized: Synthesized) -> list[dict[str, Any]]:
     """The dashboard body as JSON; CloudFormation tokens (endpoint name, API id) become "<token>" strings."""
