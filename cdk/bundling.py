@@ -75,7 +75,8 @@ def installed_layer_site(requirements: Path = LAYER_REQUIREMENTS, build_dir: Pat
     staging = Path(tempfile.mkdtemp(prefix="layer-site-", dir=build_dir))
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                "--platform", PIP_PLATFORM, "--only-binary=:all:", "--implementation", "cp",
-               "--python-version", LAMBDA_PYTHON_VERSION, "--target", str(staging), "-r", str(requirements)]
+               "--python-version", LAMBDA_PYTHON_VERSION, "--target", str(staging), "--no-deps",
+               "-r", str(requirements)]  # the file pins the whole layer, deliberate omissions included
     logger.debug("building layer site: %s", " ".join(command))
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:

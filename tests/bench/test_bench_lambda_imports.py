@@ -14,7 +14,9 @@ from clawdbot.config.settings import DEFAULT_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 #: Installed for the tests or the local server, absent from ``layers/requirements.txt``.
-NOT_IN_LAYER = ("aws_xray_sdk", "numpy", "onnxruntime", "uvicorn", "prometheus_client")
+NOT_IN_LAYER = ("aws_xray_sdk", "numpy", "onnxruntime", "uvicorn", "prometheus_client",
+                # tokenizers declares huggingface-hub, which the layer leaves out with what only it needs
+                "huggingface_hub", "fsspec", "filelock", "tqdm", "yaml", "requests", "charset_normalizer", "packaging")
 PROBE = """
 import json, sys
 for name in {blocked!r}:

@@ -79,6 +79,37 @@ def test_layer_requirements_cover_the_core_dependencies_and_redis() -> None:
     assert "aws-cdk-lib" not in pinned
 
 
+#: Declared dependencies the layer leaves out on purpose (layers/requirements.txt says why).
+LEFT_OUT = {("tokenizers", "huggingface-hub")}
+
+
+def test_layer_pins_are_closed_under_what_the_packages_need_on_lambda() -> None:
+    """Installed with --no-deps, the layer is exactly its pins: each pinned package's dependencies (as their
+    metadata declares them for CPython 3.14 on arm64 Linux) must be pinned too, but for the omissions above."""
+    from importlib.metadata import distribution
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    environment = {**default_environment(), "python_version": "3.14", "python_full_version": "3.14.0",
+                   "platform_machine": "aarch64", "sys_platform": "linux", "platform_system": "Linux", "extra": ""}
+    pinned = {norm(line.split("==")[0]) for line in LAYER_REQUIREMENTS.read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    missing = set()
+    for name in pinned:
+        for declared in distribution(name).requires or []:
+            requirement = Requirement(declared)
+            if requirement.marker is not None and not requirement.marker.evaluate(environment):
+                continue
+            if norm(requirement.name) not in pinned and (name, norm(requirement.name)) not in LEFT_OUT:
+                missing.add(f"{name} -> {requirement.name}")
+    assert not missing, sorted(missing)
+    assert "huggingface-hub" not in pinned
+
+
 def test_layer_bundling_refuses_an_inference_dependency(tmp_path: Path) -> None:
     # GIVEN requirements whose installed tree (pre-seeded in the cache, so no index is needed) contains numpy
     requirements = tmp_path / "requirements.txt"
