@@ -6,17 +6,20 @@
    attempted and stored, faults injected and survived, fuzz cases run. The suite's short soak is left out: step 2
    is the long one.
 2. The soak (``tests.reliability.soak``): ``--soak-seconds`` of mixed traffic against ``clawdbot serve`` on
-   SQLite, then the consistency checker over the whole store and a comparison with what every client was answered.
+   SQLite (or ``--soak-store redis|dynamodb``: a local redis-server or DynamoDB Local), then the consistency
+   checker over the whole store and a comparison with what every client was answered.
 
 Writes ``bench/results/reliability.json`` and prints the table ``docs/reliability.md`` and the README show.
 Exits non-zero when a test failed or the soak found a problem.
 
     python -m bench.reliability [--soak-seconds 120] [--soak-workers 8] [--fuzz-examples 50] [--skip-suite]
+                                [--soak-store sqlite|redis|dynamodb]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -27,6 +30,9 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+
+from clawdbot.config.settings import DEFAULT_MODEL_DIR
+from clawdbot.sessions.base import StoreConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "reliability.json"
@@ -54,27 +60,63 @@ def run_suite(fuzz_examples: int, scratch: Path) -> dict[str, Any]:
             **figures}
 
 
-def run_full_soak(seconds: float, workers: int, scratch: Path) -> dict[str, Any]:
-    """The soak against a fresh ``clawdbot serve`` on SQLite, then the store walked whole."""
-    from clawdbot.config.settings import DEFAULT_MODEL_DIR
-    from clawdbot.inference.tokenizer_bundle import TokenizerBundle
-    from clawdbot.reliability.consistency import check_store
-    from clawdbot.sessions.base import StoreConfig
-    from clawdbot.sessions.sqlite import SQLiteSessionStore
-    from tests.reliability.conftest import base_env, start_serve
-    from tests.reliability.soak import run_soak
+def run_full_soak(seconds: float, workers: int, scratch: Path, store_kind: str = "sqlite") -> dict[str, Any]:
+    """The soak against a fresh ``clawdbot serve`` on ``store_kind``, then the store walked whole.
+
+    Redis and DynamoDB are the real local servers the tests use (redis-server, DynamoDB Local), started here.
+    """
+    from tests.reliability.conftest import base_env
 
     model_dir = Path(os.environ.get("CLAWDBOT_MODEL_DIR", DEFAULT_MODEL_DIR))
-    data = scratch / "soak-data"
-    env = {**base_env(data, model_dir), "CLAWDBOT_SESSION_STORE": "sqlite",
+    env = {**base_env(scratch / "soak-data", model_dir), "CLAWDBOT_SESSION_STORE": store_kind,
            "CLAWDBOT_MAX_BODY_BYTES": str(SOAK_MAX_BODY_BYTES)}
+    with contextlib.ExitStack() as stack:
+        if store_kind == "sqlite":
+            from clawdbot.sessions.sqlite import SQLiteSessionStore
+
+            def open_store() -> Any:
+                return SQLiteSessionStore(scratch / "soak-data", StoreConfig())
+        elif store_kind == "redis":
+            from clawdbot.sessions.redis import RedisSessionStore
+            from tests.fixtures.servers import run_redis_server
+
+            url = stack.enter_context(run_redis_server(scratch))
+            env["CLAWDBOT_REDIS_URL"] = url
+
+            def open_store() -> Any:
+                return RedisSessionStore.from_url(url, StoreConfig(), cluster=False)
+        else:
+            import boto3
+
+            from clawdbot.sessions.dynamodb import DynamoDBSessionStore
+            from tests.fixtures.servers import FAKE_AWS_ENV, run_dynamodb_local
+
+            endpoint = stack.enter_context(run_dynamodb_local(scratch))
+            env |= {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
+                    "CLAWDBOT_DYNAMODB_TABLE": "clawdbot-soak"}  # clawdbot serve creates it (a local endpoint)
+
+            def open_store() -> Any:
+                client = boto3.client("dynamodb", endpoint_url=endpoint, region_name=FAKE_AWS_ENV["AWS_REGION"],
+                                      aws_access_key_id="soak", aws_secret_access_key="soak")
+                return DynamoDBSessionStore("clawdbot-soak", StoreConfig(), client=client)
+        figures = _soak_and_check(env, seconds, workers, scratch, model_dir, open_store)
+    return {"soak_store": store_kind, **figures}
+
+
+def _soak_and_check(env: dict[str, str], seconds: float, workers: int, scratch: Path, model_dir: Path,
+                    open_store: Any) -> dict[str, Any]:
+    from clawdbot.inference.tokenizer_bundle import TokenizerBundle
+    from clawdbot.reliability.consistency import check_store
+    from tests.reliability.conftest import start_serve
+    from tests.reliability.soak import run_soak
+
     server = start_serve(env, scratch / "soak-serve.log")
     try:
         result = run_soak(server.base_url, server.process.pid, TokenizerBundle(model_dir).model_id, seconds,
                           workers=workers, max_body_bytes=SOAK_MAX_BODY_BYTES)
     finally:
         server.stop()
-    store = SQLiteSessionStore(data, StoreConfig())
+    store = open_store()
     try:
         report = check_store(store)
     finally:
@@ -109,8 +151,9 @@ def table(results: dict[str, Any]) -> str:
         ("Fuzz cases run (Schemathesis, every operation)", f"{get('fuzz_cases', 0)}"),
         ("Ownership probes answered 404 / requests log-scanned", f"{get('security_ownership_probes', 0)} / "
                                                                  f"{get('security_log_scan_requests', 0)}"),
-        ("Soak: duration, clients, requests (req/s)",
-         f"{get('soak_seconds', 0)} s, {get('soak_workers', 0)}, {get('soak_requests', 0)} "
+        ("Soak: store, duration, clients, requests (req/s)",
+         f"{get('soak_store', 'sqlite')}, {get('soak_seconds', 0)} s, {get('soak_workers', 0)}, "
+         f"{get('soak_requests', 0)} "
          f"({get('soak_requests_per_s', 0)}/s)"),
         ("Soak: valid requests failed / bad requests misanswered",
          f"{get('soak_valid_failures', 0)} of {get('soak_valid_requests', 0)} / "
@@ -134,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-workers", type=int, default=SOAK_WORKERS, help="concurrent soak clients")
     parser.add_argument("--fuzz-examples", type=int, default=50, help="Schemathesis examples per operation and phase")
     parser.add_argument("--skip-suite", action="store_true", help="only the soak")
+    parser.add_argument("--soak-store", choices=("sqlite", "redis", "dynamodb"), default="sqlite",
+                        help="the session store the soaked server runs on (a local redis-server or DynamoDB Local)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -144,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_suite:
             results |= run_suite(args.fuzz_examples, Path(scratch))
         if args.soak_seconds > 0:
-            results |= run_full_soak(args.soak_seconds, args.soak_workers, Path(scratch))
+            results |= run_full_soak(args.soak_seconds, args.soak_workers, Path(scratch), args.soak_store)
     results = {"python_version": platform.python_version(), "cpus_available": len(os.sched_getaffinity(0)),
                "load_average_1min_start": round(load_start, 2), "load_average_1min_end": round(os.getloadavg()[0], 2),
                "wall_s": round(time.perf_counter() - started, 1), **results}
