@@ -142,3 +142,18 @@ def test_restore_steps_are_kept_only_while_initializing_for_a_snapshot(monkeypat
     snapstart.after_restore()
 
     assert ran == ["snap-start"]
+
+
+def test_hooks_are_registered_only_for_a_snapstart_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    import snapshot_restore_py
+
+    monkeypatch.setattr(snapshot_restore_py, "_before_snapshot_registry", [])
+    monkeypatch.setattr(snapshot_restore_py, "_after_restore_registry", [])
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+    assert snapstart.register_hooks() is False
+    assert snapshot_restore_py.get_before_snapshot() == [] and snapshot_restore_py.get_after_restore() == []
+
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
+    assert snapstart.register_hooks() is True
+    assert [hook for hook, _, _ in snapshot_restore_py.get_before_snapshot()] == [snapstart.before_snapshot]
+    assert [hook for hook, _, _ in snapshot_restore_py.get_after_restore()] == [snapstart.after_restore]

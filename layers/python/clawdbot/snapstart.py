@@ -55,7 +55,10 @@ def on_restore(callback: Callable[[], object]) -> bool:
 
 
 def register_hooks() -> bool:
-    """Register :func:`before_snapshot` and :func:`after_restore` with the runtime; False if it has no hooks."""
+    """Register :func:`before_snapshot` and :func:`after_restore` with the runtime when this init is for a
+    SnapStart version; False otherwise (an on-demand init, or a runtime without hooks)."""
+    if not snapshotting():
+        return False
     try:
         from snapshot_restore_py import register_after_restore, register_before_snapshot
     except ImportError:  # not on Lambda's runtime (nor with awslambdaric installed): nothing will snapshot us
