@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 MAX_RECEIVE_COUNT = 3
 VISIBILITY_FACTOR = 6
+#: The longest one queued turn may take: one model call at the SageMaker backend's 70 s read timeout (SageMaker
+#: itself cuts a generation at 60 s) plus the store's writes. The worker starts no further record of a batch with
+#: less than this left, so a slow batch hands its unstarted turns back instead of hitting the Lambda timeout
+#: (a function error, an alarm, and every record of the batch redelivered, finished ones included).
+TURN_BUDGET_SECONDS = 80
 
 
 class ChatQueue(Construct):
@@ -70,6 +75,11 @@ class ChatQueue(Construct):
             report_batch_item_failures=True,
             max_concurrency=quota.max_concurrency,
         ))
+
+    @staticmethod
+    def worker_environment() -> dict[str, str]:
+        """The worker's own settings: how long a turn may take (``CLAWDBOT_QUEUE_TURN_BUDGET_SECONDS``)."""
+        return {"CLAWDBOT_QUEUE_TURN_BUDGET_SECONDS": str(TURN_BUDGET_SECONDS)}
 
     def environment(self) -> dict[str, str]:
         """The queue for the API; its redrive limit for the worker, which gives a turn up on that delivery (stored

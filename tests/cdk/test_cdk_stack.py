@@ -184,6 +184,17 @@ def test_worker_gives_a_turn_up_on_the_queues_last_delivery(synthesized: Synthes
     assert WorkerConfig().max_receive_count == max_receive_count
 
 
+def test_worker_starts_no_turn_it_has_no_time_left_for(synthesized: Synthesized,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from clawdbot.inference.sagemaker import SageMakerConfig
+    from clawdbot.queue.config import WorkerConfig
+
+    _app_settings(synthesized, "ChatWorkerFunction", monkeypatch)
+    budget = WorkerConfig().turn_budget_seconds
+    # a turn's budget covers one model call at the backend's read timeout, and fits in the worker's timeout
+    assert budget is not None and SageMakerConfig().read_timeout < budget < QUOTA.worker.timeout_seconds
+
+
 def test_worker_reports_batch_item_failures(synthesized: Synthesized, template: Template) -> None:
     worker_id = _logical_id(synthesized, "AWS::Lambda::Function", "ChatWorkerFunction")
     template.has_resource_properties("AWS::Lambda::EventSourceMapping", {

@@ -255,3 +255,39 @@ def test_clawdbot_invoke_runs_the_worker_through_the_runtime_client(tmp_path: Pa
     assert json.loads(done.stdout) == {"batchItemFailures": []}
     assert [e.turn_id for e in store.read(ONE_MESSAGE.session_id).entries] == [ONE_MESSAGE.turn_id] * 2
     store.close()
+
+
+def _record(session_id: str, number: int, receive_count: int = 1) -> dict[str, Any]:
+    """A copy of the sample record for another session and turn (its own message and group ids)."""
+    record = json.loads(json.dumps(ONE_TURN["Records"][0]))
+    body = json.loads(record["body"])
+    body.update(session_id=session_id, turn_id=f"chatcmpl-5a1e00000000000000{number:06d}")
+    record["body"] = json.dumps(body)
+    record["messageId"] = f"0e3f7a52-6c1d-4b8e-9f2a-{number:012d}"
+    record["attributes"] |= {"MessageGroupId": session_id, "ApproximateReceiveCount": str(receive_count)}
+    return record
+
+
+def test_a_batch_hands_back_the_turns_it_has_no_time_left_for(
+        make_settings: Callable[..., Settings], make_worker: Callable[[Settings], TurnWorker],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from clawdbot.testing import LambdaContext
+
+    # GIVEN a worker whose turns may take up to 60 s, and an invocation with 30 s left
+    monkeypatch.setenv("CLAWDBOT_QUEUE_TURN_BUDGET_SECONDS", "60")
+    monkeypatch.setenv("CLAWDBOT_QUEUE_MAX_RECEIVE_COUNT", "3")
+    worker = make_worker(make_settings())
+    first, second, third = _record("sess_sample_a", 1), _record("sess_sample_b", 2), _record("sess_sample_c", 3, 3)
+
+    response = handle(worker, {"Records": [first, second, third]}, LambdaContext(timeout_s=30))
+
+    # THEN the invocation's first record runs, the next is handed back unstarted, and the one on its last
+    # delivery runs all the same (deferring it would dead-letter a turn never tried)
+    assert failures(response) == [second["messageId"]]
+    assert [e.role for e in transcript(worker, "sess_sample_a")] == ["user", "assistant"]
+    assert transcript(worker, "sess_sample_b") == []
+    assert [e.role for e in transcript(worker, "sess_sample_c")] == ["user", "assistant"]
+    # AND its next delivery, in an invocation with time to spare, runs it
+    again = handle(worker, {"Records": [_record("sess_sample_b", 2, 2)]}, LambdaContext(timeout_s=120))
+    assert failures(again) == []
+    assert [e.role for e in transcript(worker, "sess_sample_b")] == ["user", "assistant"]

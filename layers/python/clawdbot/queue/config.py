@@ -17,3 +17,8 @@ class WorkerConfig(BaseSettings):
     #: passing reason is given up: stored as ``failed`` (so clients stop polling ``pending``), then parked in the
     #: DLQ as before. Unset, the worker never gives up and a dead-lettered turn reads ``pending`` forever.
     max_receive_count: int | None = Field(default=None, ge=1)
+    #: The longest one turn may take (the model call with its retries, plus the store). A record is not started
+    #: with less than this left in the invocation, unless it is the invocation's first or on its last delivery:
+    #: it fails unstarted and SQS delivers it again, rather than the Lambda timeout cutting it off mid-generation
+    #: and sending back every record of the batch, finished ones included. Unset: no such check.
+    turn_budget_seconds: float | None = Field(default=None, gt=0)

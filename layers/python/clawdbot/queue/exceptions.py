@@ -27,6 +27,13 @@ class TurnInProgressError(QueueError):
     code = "turn_in_progress"
 
 
+class TurnDeferredError(QueueError, ServiceUnavailableError):
+    """The worker's invocation has too little time left to run one more turn: the record is handed back unstarted
+    (SQS delivers it again) instead of being cut off by the Lambda timeout together with the rest of its batch."""
+
+    code = "turn_deferred"
+
+
 class QueueNotConfiguredError(QueueError, ServiceUnavailableError):
     code = "queue_not_configured"
 

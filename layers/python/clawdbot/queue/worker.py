@@ -12,6 +12,9 @@ with :meth:`TurnWorker.record_handler`. What happens to a record:
   reading ``pending``, and then still fails into the DLQ;
 * the turn can never succeed (unknown session, prompt too long: a 4xx ``ClawdbotError``): the failure is stored
   as the turn's outcome and the record succeeds, so it is not retried and the client reads ``failed``;
+* too little of the invocation is left to run one more turn (``CLAWDBOT_QUEUE_TURN_BUDGET_SECONDS``; never the
+  invocation's first record, nor one on its last delivery): the record fails unstarted (``TurnDeferredError``)
+  and comes back, rather than the Lambda timeout cutting it off and sending back the whole batch;
 * otherwise the turn runs through ``ChatService`` (the same code as ``POST /v1/chat/completions``), which appends
   the user message and the reply together, tagged with the turn id; the chat service's observers then charge
   the turn's tokens to the caller's rate limits and record its metrics, as the API's do (:func:`turn_observers`).
@@ -39,7 +42,7 @@ from clawdbot.chat.service import ChatService, TurnRequest
 from clawdbot.exceptions import ClawdbotError
 from clawdbot.inference.types import ChatMessage
 from clawdbot.metrics.observability import session_id_var
-from clawdbot.queue.exceptions import TurnInProgressError, TurnRetriesExhaustedError
+from clawdbot.queue.exceptions import TurnDeferredError, TurnInProgressError, TurnRetriesExhaustedError
 from clawdbot.queue.idempotency import KEY_PREFIX, build_persistence_layer, idempotency_config
 from clawdbot.queue.messages import TurnMessage, parse_record
 from clawdbot.queue.outcomes import done_outcome, failed_outcome, find_recorded_turn
@@ -95,11 +98,13 @@ class TurnWorker:
     """Runs queued turns. Build one per execution environment (cold start) and reuse it for every batch."""
 
     def __init__(self, chat: ChatService, persistence: BasePersistenceLayer, config: IdempotencyConfig,
-                 replies: ReplyPublisher, *, window: int, max_receive_count: int | None = None) -> None:
+                 replies: ReplyPublisher, *, window: int, max_receive_count: int | None = None,
+                 turn_budget_seconds: float | None = None) -> None:
         """``config`` must be the one ``persistence`` was configured with: the Lambda context is registered on it.
 
         ``window`` is how many of a session's newest entries are searched for an already recorded turn.
         ``max_receive_count`` is the queue's (see ``WorkerConfig``): the delivery on which a turn is given up.
+        ``turn_budget_seconds``: a record is not started with less time than this left (``WorkerConfig``).
         """
         self.chat = chat
         self.persistence = persistence
@@ -107,6 +112,8 @@ class TurnWorker:
         self.replies = replies
         self.window = window
         self.max_receive_count = max_receive_count
+        self.turn_budget_ms = turn_budget_seconds * 1000 if turn_budget_seconds is not None else None
+        self._invocation: str | None = None  # the request id of the invocation whose records we are running
         self._idempotent_turn = idempotent_function(
             self._run_turn, data_keyword_argument="message", persistence_store=persistence, config=config,
             key_prefix=KEY_PREFIX)
@@ -131,8 +138,10 @@ class TurnWorker:
         chat.observers += turn_observers(settings)
         config = idempotency_config(settings)
         persistence = build_persistence_layer(settings, config, store=store)
+        worker_config = WorkerConfig()
         return cls(chat, persistence, config, ReplyPublisher.from_settings(settings), window=settings.history_window,
-                   max_receive_count=WorkerConfig().max_receive_count)
+                   max_receive_count=worker_config.max_receive_count,
+                   turn_budget_seconds=worker_config.turn_budget_seconds)
 
     def record_handler(self, record: SQSRecord, lambda_context: LambdaContext | None = None) -> dict[str, Any]:
         """Process one record (the batch processor's record handler); returns the turn's outcome.
@@ -144,6 +153,7 @@ class TurnWorker:
         last_try = (self.max_receive_count is not None
                     and int(record.attributes.approximate_receive_count or 1) >= self.max_receive_count)
         if lambda_context is not None:
+            self._check_time_left(lambda_context, message, last_try)
             # Bounds the in-progress lock by this invocation's remaining time.
             self.config.register_lambda_context(lambda_context)
         session = session_id_var.set(message.session_id)  # log lines name the session, as the API's do
@@ -158,6 +168,22 @@ class TurnWorker:
             # Still dead-lettered: the DLQ alarm is how operators learn that turns are being given up.
             raise TurnRetriesExhaustedError(f"turn {message.turn_id} was given up and stored as failed")
         return outcome
+
+    def _check_time_left(self, lambda_context: LambdaContext, message: TurnMessage, last_try: bool) -> None:
+        """Raise ``TurnDeferredError`` rather than start a turn the invocation has no time left to finish.
+
+        The invocation's first record always runs (a worker that can never fit one turn must still make progress,
+        and its timeout is the stack's to size), and so does a record on its last delivery (deferring it would
+        dead-letter a turn never tried).
+        """
+        first = lambda_context.aws_request_id != self._invocation
+        self._invocation = lambda_context.aws_request_id
+        if self.turn_budget_ms is None or first or last_try:
+            return
+        left = lambda_context.get_remaining_time_in_millis()
+        if left < self.turn_budget_ms:
+            raise TurnDeferredError(f"turn {message.turn_id} not started: {left} ms left in this invocation, a turn "
+                                    f"may take {self.turn_budget_ms:.0f} ms")
 
     def _run_turn(self, message: TurnMessage, last_try: bool = False) -> dict[str, Any]:
         """The turn itself, run at most once per key (``idempotent_function`` stores what it returns).
