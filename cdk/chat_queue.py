@@ -26,8 +26,8 @@ MAX_RECEIVE_COUNT = 3
 VISIBILITY_FACTOR = 6
 #: The longest one queued turn may take: one model call at the SageMaker backend's 70 s read timeout (SageMaker
 #: itself cuts a generation at 60 s) plus the store's writes. The worker starts no further record of a batch with
-#: less than this left, so a slow batch hands its unstarted turns back instead of hitting the Lambda timeout
-#: (a function error, an alarm, and every record of the batch redelivered, finished ones included).
+#: less than this left, so a slow batch hands its unstarted turns back (visible again at once) instead of hitting
+#: the Lambda timeout (a function error, an alarm, and every record of the batch redelivered, finished ones too).
 TURN_BUDGET_SECONDS = 80
 
 

@@ -356,6 +356,7 @@ def test_only_the_api_may_send_to_the_turn_queue(synthesized: Synthesized) -> No
     assert "sqs:SendMessage" in actions("ChatApiRoleDefaultPolicy")  # POST /v1/sessions/{id}/turns
     assert "sqs:SendMessage" not in actions("ChatWorkerRoleDefaultPolicy")  # it receives through its event source
     assert "sqs:ReceiveMessage" in actions("ChatWorkerRoleDefaultPolicy")
+    assert "sqs:ChangeMessageVisibility" in actions("ChatWorkerRoleDefaultPolicy")  # hands deferred turns back
 
 
 # ------------------------------------------------------------------------------------------------ observability

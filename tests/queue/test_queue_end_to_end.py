@@ -38,6 +38,7 @@ class Deployment:
     topic_arn: str
     subscriber_url: str
     events: list[dict[str, Any]]
+    settings: Settings | None = None
 
     def drain(self) -> DrainStats:
         def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def deployment(sqs_endpoint_env: str, monkeypatch: pytest.MonkeyPatch, backend: 
     settings = make_settings(queue_url=queue_url, reply_topic_arns=topic_arn)
     worker = make_worker(settings)
     with TestClient(create_app(settings, store=worker.chat.store, backend=backend)) as api:
-        yield Deployment(api, worker, sqs, queue_url, topic_arn, subscriber_url, [])
+        yield Deployment(api, worker, sqs, queue_url, topic_arn, subscriber_url, [], settings)
 
 
 def test_a_posted_turn_is_queued_run_by_the_worker_and_read_back(deployment: Deployment) -> None:
@@ -229,3 +230,30 @@ def test_turns_belong_to_the_key_that_owns_the_session(deployment: Deployment) -
     done = deployment.api.get(f"{turns}/{turn_id}", headers=as_alice).json()
     assert done["status"] == "done"
     assert deployment.api.get(f"{turns}/{turn_id}", headers=as_bob).status_code == 404
+
+
+def test_turns_a_batch_has_no_time_left_for_are_handed_back_at_once(deployment: Deployment,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from clawdbot.queue.worker import TurnWorker
+    from clawdbot.testing import LambdaContext
+
+    # GIVEN a worker whose turns may take 60 s, invoked with 30 s left each time (the queue's visibility: 60 s)
+    monkeypatch.setenv("CLAWDBOT_QUEUE_TURN_BUDGET_SECONDS", "60")
+    assert deployment.settings is not None
+    worker = TurnWorker.from_settings(deployment.settings, store=deployment.worker.chat.store,
+                                      backend=deployment.worker.chat.backend)
+    sessions = [deployment.new_session() for _ in range(3)]
+    turns = [deployment.post_turn(session_id, content=f"Turn {i}")["id"] for i, session_id in enumerate(sessions)]
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        deployment.events.append(event)
+        return handle(worker, event, context)
+
+    stats = drain(deployment.sqs, deployment.queue_url, handler, lambda: LambdaContext(timeout_s=30))
+
+    # THEN each invocation ran one turn and handed the others back visible at once, so one drain ran them all
+    # (left for the visibility timeout, they would have waited a minute: the drain would have stopped at one)
+    assert [len(event["Records"]) for event in deployment.events] == [3, 2, 1]
+    assert (stats.deleted, stats.failed) == (3, 3)
+    assert [deployment.get_turn(s, t)["status"] for s, t in zip(sessions, turns, strict=True)] == ["done"] * 3
+

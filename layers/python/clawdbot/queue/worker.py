@@ -14,7 +14,8 @@ with :meth:`TurnWorker.record_handler`. What happens to a record:
   as the turn's outcome and the record succeeds, so it is not retried and the client reads ``failed``;
 * too little of the invocation is left to run one more turn (``CLAWDBOT_QUEUE_TURN_BUDGET_SECONDS``; never the
   invocation's first record, nor one on its last delivery): the record fails unstarted (``TurnDeferredError``)
-  and comes back, rather than the Lambda timeout cutting it off and sending back the whole batch;
+  and is made visible again at once, rather than the Lambda timeout cutting it off and sending back the whole
+  batch after the visibility timeout;
 * otherwise the turn runs through ``ChatService`` (the same code as ``POST /v1/chat/completions``), which appends
   the user message and the reply together, tagged with the turn id; the chat service's observers then charge
   the turn's tokens to the caller's rate limits and record its metrics, as the API's do (:func:`turn_observers`).
@@ -99,12 +100,13 @@ class TurnWorker:
 
     def __init__(self, chat: ChatService, persistence: BasePersistenceLayer, config: IdempotencyConfig,
                  replies: ReplyPublisher, *, window: int, max_receive_count: int | None = None,
-                 turn_budget_seconds: float | None = None) -> None:
+                 turn_budget_seconds: float | None = None, queue_url: str | None = None) -> None:
         """``config`` must be the one ``persistence`` was configured with: the Lambda context is registered on it.
 
         ``window`` is how many of a session's newest entries are searched for an already recorded turn.
         ``max_receive_count`` is the queue's (see ``WorkerConfig``): the delivery on which a turn is given up.
-        ``turn_budget_seconds``: a record is not started with less time than this left (``WorkerConfig``).
+        ``turn_budget_seconds``: a record is not started with less time than this left (``WorkerConfig``); with
+        ``queue_url`` (the queue the records come from) such a record is made visible again at once.
         """
         self.chat = chat
         self.persistence = persistence
@@ -114,6 +116,8 @@ class TurnWorker:
         self.max_receive_count = max_receive_count
         self.turn_budget_ms = turn_budget_seconds * 1000 if turn_budget_seconds is not None else None
         self._invocation: str | None = None  # the request id of the invocation whose records we are running
+        self.queue_url = queue_url
+        self._sqs: Any = None
         self._idempotent_turn = idempotent_function(
             self._run_turn, data_keyword_argument="message", persistence_store=persistence, config=config,
             key_prefix=KEY_PREFIX)
@@ -141,7 +145,7 @@ class TurnWorker:
         worker_config = WorkerConfig()
         return cls(chat, persistence, config, ReplyPublisher.from_settings(settings), window=settings.history_window,
                    max_receive_count=worker_config.max_receive_count,
-                   turn_budget_seconds=worker_config.turn_budget_seconds)
+                   turn_budget_seconds=worker_config.turn_budget_seconds, queue_url=settings.queue_url)
 
     def record_handler(self, record: SQSRecord, lambda_context: LambdaContext | None = None) -> dict[str, Any]:
         """Process one record (the batch processor's record handler); returns the turn's outcome.
@@ -153,7 +157,11 @@ class TurnWorker:
         last_try = (self.max_receive_count is not None
                     and int(record.attributes.approximate_receive_count or 1) >= self.max_receive_count)
         if lambda_context is not None:
-            self._check_time_left(lambda_context, message, last_try)
+            try:
+                self._check_time_left(lambda_context, message, last_try)
+            except TurnDeferredError:
+                self._hand_back(record)
+                raise
             # Bounds the in-progress lock by this invocation's remaining time.
             self.config.register_lambda_context(lambda_context)
         session = session_id_var.set(message.session_id)  # log lines name the session, as the API's do
@@ -184,6 +192,22 @@ class TurnWorker:
         if left < self.turn_budget_ms:
             raise TurnDeferredError(f"turn {message.turn_id} not started: {left} ms left in this invocation, a turn "
                                     f"may take {self.turn_budget_ms:.0f} ms")
+
+    def _hand_back(self, record: SQSRecord) -> None:
+        """Make a record this invocation will not start visible again now, not after the visibility timeout
+        (6x the worker's timeout): the next invocation takes it. Best effort: if SQS refuses, it comes back later."""
+        if self.queue_url is None:
+            return
+        try:
+            if self._sqs is None:
+                import boto3
+
+                self._sqs = boto3.client("sqs")
+            self._sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=record.receipt_handle,
+                                                VisibilityTimeout=0)
+        except Exception:
+            logger.warning("could not hand record %s back to the queue; it returns after its visibility timeout",
+                           record.message_id, exc_info=True)
 
     def _run_turn(self, message: TurnMessage, last_try: bool = False) -> dict[str, Any]:
         """The turn itself, run at most once per key (``idempotent_function`` stores what it returns).
