@@ -105,7 +105,8 @@ def drop_connections() -> int:
             closed += _open_botocore_connections(obj)
             obj.close()
         else:
-            closed += len(getattr(obj, "_in_use_connections", ())) + len(getattr(obj, "_available_connections", ()))
+            connections = [*getattr(obj, "_in_use_connections", ()), *getattr(obj, "_available_connections", ())]
+            closed += sum(1 for connection in connections if getattr(connection, "_sock", None) is not None)
             obj.disconnect()
     return closed
 

@@ -157,11 +157,11 @@ class TurnWorker:
         last_try = (self.max_receive_count is not None
                     and int(record.attributes.approximate_receive_count or 1) >= self.max_receive_count)
         if lambda_context is not None:
-            try:
-                self._check_time_left(lambda_context, message, last_try)
-            except TurnDeferredError:
+            left = self._short_of_time(lambda_context, last_try)
+            if left is not None:
                 self._hand_back(record)
-                raise
+                raise TurnDeferredError(f"turn {message.turn_id} not started: {left} ms left in this invocation, "
+                                        f"a turn may take {self.turn_budget_ms:.0f} ms")
             # Bounds the in-progress lock by this invocation's remaining time.
             self.config.register_lambda_context(lambda_context)
         session = session_id_var.set(message.session_id)  # log lines name the session, as the API's do
@@ -177,8 +177,8 @@ class TurnWorker:
             raise TurnRetriesExhaustedError(f"turn {message.turn_id} was given up and stored as failed")
         return outcome
 
-    def _check_time_left(self, lambda_context: LambdaContext, message: TurnMessage, last_try: bool) -> None:
-        """Raise ``TurnDeferredError`` rather than start a turn the invocation has no time left to finish.
+    def _short_of_time(self, lambda_context: LambdaContext, last_try: bool) -> int | None:
+        """The milliseconds left if they are too few to start another turn, else ``None``.
 
         The invocation's first record always runs (a worker that can never fit one turn must still make progress,
         and its timeout is the stack's to size), and so does a record on its last delivery (deferring it would
@@ -187,11 +187,9 @@ class TurnWorker:
         first = lambda_context.aws_request_id != self._invocation
         self._invocation = lambda_context.aws_request_id
         if self.turn_budget_ms is None or first or last_try:
-            return
+            return None
         left = lambda_context.get_remaining_time_in_millis()
-        if left < self.turn_budget_ms:
-            raise TurnDeferredError(f"turn {message.turn_id} not started: {left} ms left in this invocation, a turn "
-                                    f"may take {self.turn_budget_ms:.0f} ms")
+        return left if left < self.turn_budget_ms else None
 
     def _hand_back(self, record: SQSRecord) -> None:
         """Make a record this invocation will not start visible again now, not after the visibility timeout

@@ -37,13 +37,13 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
     keys = build_key_store(settings)
     if settings.bootstrap_key_sha256:
         keys.import_hash(settings.bootstrap_key_sha256, name=BOOTSTRAP_KEY_NAME)
-    if settings.api_key_secret_arn:
+    if secret_arn := settings.api_key_secret_arn:
         from clawdbot.snapstart import on_restore
 
-        import_secret_key(keys, settings.api_key_secret_arn)
+        import_secret_key(keys, secret_arn)
         # With SnapStart this init ran when the version was published; a redeploy with a new key changes only
         # the secret, so each restored environment reads it again.
-        on_restore(lambda: import_secret_key(keys, settings.api_key_secret_arn or ""))
+        on_restore(lambda: import_secret_key(keys, secret_arn))
     traffic = TrafficControl(keys, build_rate_limiter(settings), always_required=keys_always_required(settings),
                              cache_seconds=settings.key_cache_seconds)
     app.state.traffic = traffic
