@@ -42,13 +42,17 @@ def test_the_finish_reasons_seen_include_both_ends(backend: OnnxBackend) -> None
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_grouped_detokenization_gives_the_deltas_of_token_by_token(backend: OnnxBackend, seed: int) -> None:
+def test_grouped_detokenization_gives_the_text_of_token_by_token_in_fewer_deltas(
+        backend: OnnxBackend, seed: int) -> None:
     # GIVEN the same turn streamed without stop strings (tokens detokenized in groups) and with a one-character
     # stop string that never comes (token by token, and a one-character stop holds nothing back)
     messages = [ChatMessage("user", "Tell me about bread, café crème and 🦀 crabs.")]
     grouped = list(backend.stream(messages, GenerationParams(max_tokens=96, temperature=1.5, seed=seed)))
     one_by_one = list(backend.stream(messages, GenerationParams(max_tokens=96, temperature=1.5, seed=seed,
                                                                 stop=("\x00",))))
-    # THEN the deltas are the same, one for one
-    assert grouped == one_by_one
-    assert len(grouped) > 2
+    # THEN the text is the same, and so is the final delta (finish reason, token counts); grouped, a group of the
+    # tokens (the shipped model decodes several in the grouping time) is one delta, so there are fewer of them
+    assert "".join(d.text for d in grouped) == "".join(d.text for d in one_by_one)
+    assert grouped[-1] == one_by_one[-1]
+    assert all(d.finish_reason is None for d in grouped[:-1])
+    assert 2 < len(grouped) < len(one_by_one)

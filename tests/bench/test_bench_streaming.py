@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -98,6 +99,37 @@ def test_a_fast_producer_is_taken_in_batches_of_what_it_made_meanwhile() -> None
     # THEN every item comes once and in order, in fewer batches than items, none empty
     assert [i for batch in batches for i in batch] == list(range(MAX_AHEAD))
     assert len(batches) < MAX_AHEAD and all(batches)
+
+
+def test_within_the_coalescing_time_the_worker_does_not_wake_the_event_loop() -> None:
+    # GIVEN a producer of an item every millisecond for ~0.2 s, and a coalescing time of 40 ms
+    def numbers() -> Iterator[int]:
+        for i in range(200):
+            time.sleep(0.001)
+            yield i
+
+    wakes: list[object] = []
+
+    # WHEN a consumer takes batches, counting the worker thread's wake-ups of its loop
+    async def consume() -> list[list[int]]:
+        loop = asyncio.get_running_loop()
+        wake = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                wakes.append(args[0])
+            return wake(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        return [batch async for batch in iterate_batches_in_thread(numbers(), coalesce_s=0.04)]
+
+    batches = asyncio.run(consume())
+    # THEN the items come in several batches, and the worker woke the loop for the first item and the end only
+    # (an item made while the batch before it is held back would wait anyway: a wake-up, a system call and the
+    # loop taking the GIL from the decoding thread, for nothing), give or take one after a stall of the machine
+    assert [i for batch in batches for i in batch] == list(range(200))
+    assert len(batches) >= 3
+    assert len(wakes) <= 3, f"{len(wakes)} wake-ups for {len(batches)} batches"
 
 
 def test_the_end_of_the_iteration_is_not_held_back() -> None:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from clawdbot.inference.types import StreamDelta
 
 router = APIRouter()
+#: The event that ends an OpenAI stream.
+_DONE = b"data: [DONE]\n\n"
 
 
 def _turn_request(body: ChatCompletionRequest, session_id: str | None, owner: str | None,
@@ -170,7 +172,7 @@ async def _replayed_sse(completion: dict[str, Any], include_usage: bool) -> Asyn
         usage = completion["usage"]
         yield _event(chunk_dict(delta={}, with_choice=False,
                                 usage=usage_dict(usage["prompt_tokens"], usage["completion_tokens"]), **common))
-    yield b"data: [DONE]\n\n"
+    yield _DONE
 
 
 def _turn_headers(turn: PreparedTurn) -> dict[str, str]:
@@ -218,15 +220,19 @@ async def _sse(turn: PreparedTurn, head: list[tuple[StreamDelta, bytes | None]],
     """OpenAI's stream: a role chunk, content chunks, a finish chunk, an optional usage chunk, ``[DONE]``.
 
     Every delta is its own chunk (its own ``data:`` event); the deltas decoded within ``TOKEN_COALESCE_S`` of
-    the previous write go out together in the next one. ``head``: the deltas taken with the turn.
+    the previous write go out together in the next one, the role chunk with the first text, and ``[DONE]`` with
+    the finish chunk unless an idempotent answer is still to be recorded (a client that has seen ``[DONE]`` may
+    retry at once). ``head``: the deltas taken with the turn.
     """
     common = _common(turn, include_usage)
-    yield _event(chunk_dict(delta={"role": "assistant", "content": "", "refusal": None}, **common))
+    # The role chunk goes out with the first text (taken with the turn): one write, one wake-up of the client.
+    role = _event(chunk_dict(delta={"role": "assistant", "content": "", "refusal": None}, **common))
     pieces: list[str] = []
     finished: StreamDelta | None = None
     try:
         async for batch in _after(head, batches):
-            events: list[bytes] = []
+            events: list[bytes] = [role] if role else []
+            role = b""
             for delta, event in batch:
                 pieces.append(delta.text)
                 if event is not None:
@@ -239,12 +245,16 @@ async def _sse(turn: PreparedTurn, head: list[tuple[StreamDelta, bytes | None]],
                     events.append(_event(chunk_dict(
                         delta={}, with_choice=False, usage=usage_dict(delta.prompt_tokens, delta.completion_tokens),
                         **common)))
+                if claim is None:  # nothing left to record: the end goes out with the last chunk, in one write
+                    events.append(_DONE)
             if events:
                 yield b"".join(events)
+        if role:  # no delta at all (cannot happen: the final delta is always there), still a well-formed stream
+            yield role
     except ClawdbotError as exc:
         # Headers are gone: report in-band, the way OpenAI's streaming endpoints do.
-        yield _event({"error": {"message": exc.message, "type": exc.error_type, "param": exc.param,
-                                "code": exc.code}})
+        yield role + _event({"error": {"message": exc.message, "type": exc.error_type, "param": exc.param,
+                                       "code": exc.code}})
     finally:
         with anyio.CancelScope(shield=True):  # a client that hung up cancels us: clean up all the same
             await batches.aclose()  # (the worker stops after the token in hand)
@@ -257,7 +267,8 @@ async def _sse(turn: PreparedTurn, head: list[tuple[StreamDelta, bytes | None]],
                     completion_tokens=finished.completion_tokens), headers)
             else:
                 await run_in_threadpool(claim.release, RuntimeError("the stream did not finish"))
-    yield b"data: [DONE]\n\n"
+    if finished is None or claim is not None:
+        yield _DONE
 
 
 async def _after(head: list[Any], batches: AsyncIterator[list[Any]]) -> AsyncIterator[list[Any]]:
