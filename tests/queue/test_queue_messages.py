@@ -91,7 +91,7 @@ def test_a_turn_over_the_size_limit_is_refused_before_anything_is_sent() -> None
     with pytest.raises(TurnTooLargeError) as caught:
         queue.send(_message(content="é" * (MAX_MESSAGE_BYTES // 2)))  # 2 bytes each in UTF-8: just over
     assert caught.value.status_code == 400
-    assert queue._client is None  # no SQS client was even created
+    assert not queue._client.created  # no SQS client was even created
 
 
 def test_reply_topic_lists_split_on_commas_and_whitespace() -> None:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clawdbot.aws_clients import LazyClient
 from clawdbot.exceptions import ClawdbotError, InvalidRequestError, ServiceUnavailableError
 from clawdbot.inference.base import InferenceBackend
 from clawdbot.inference.exceptions import (
@@ -119,7 +119,8 @@ class SageMakerBackend(InferenceBackend):
         self.tokenizer = (tokenizer_dir if isinstance(tokenizer_dir, TokenizerBundle)
                           else TokenizerBundle(tokenizer_dir))
         self._model_id = model_id or self.tokenizer.model_id
-        self._client = _LazyClient(self.config, client)
+        # Made on first use: a cold start that never calls the model pays nothing for it.
+        self._client = LazyClient("sagemaker-runtime", self.config.botocore_config, self.config.region_name, client)
 
     def for_variant(self, target_variant: str | None) -> SageMakerBackend:
         """The same endpoint, tokenizer and client, pinned to one production variant (an A/B arm).
@@ -243,36 +244,6 @@ class SageMakerBackend(InferenceBackend):
             if chunk.prompt_tokens is not None:
                 prompt_tokens, completion_tokens = chunk.prompt_tokens, chunk.completion_tokens or 0
         raise UpstreamError("The model endpoint's stream broke off before [DONE].")
-
-
-class _LazyClient:
-    """A boto3 client created on first use and cached: cold starts that never call the model pay nothing.
-
-    ``endpoint_url`` comes from botocore's own ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` when set.
-    """
-
-    def __init__(self, config: SageMakerConfig, client: Any = None) -> None:
-        self._config = config
-        self._client = client
-        self._lock = threading.Lock()
-
-    def get(self) -> Any:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    import boto3
-
-                    self._client = boto3.session.Session().client(
-                        "sagemaker-runtime", region_name=self._config.region_name,
-                        config=self._config.botocore_config(),
-                    )
-        return self._client
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None and hasattr(self._client, "close"):
-                self._client.close()
-            self._client = None
 
 
 # --------------------------------------------------------------------------------------------- errors

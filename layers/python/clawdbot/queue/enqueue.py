@@ -9,9 +9,9 @@ standard queue both are left out: turns still run exactly once (idempotency), bu
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
+from clawdbot.aws_clients import LazyClient
 from clawdbot.queue.exceptions import QueueUnavailableError, TurnTooLargeError
 from clawdbot.queue.messages import MAX_MESSAGE_BYTES
 
@@ -22,23 +22,16 @@ logger = logging.getLogger(__name__)
 
 
 class TurnQueue:
-    """Sends turn messages to one queue. The boto3 SQS client is created on first send and then reused."""
+    """Sends turn messages to one queue. The SQS client is created on first send and then reused."""
 
     def __init__(self, queue_url: str, client: Any | None = None) -> None:
         self.queue_url = queue_url
         self.fifo = queue_url.endswith(".fifo")
-        self._client = client
-        self._client_lock = threading.Lock()
+        self._client = LazyClient("sqs", client=client)
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    import boto3
-
-                    self._client = boto3.client("sqs")
-        return self._client
+        return self._client.get()
 
     def send(self, message: TurnMessage) -> str:
         """Enqueue ``message``; returns SQS's message id.

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
+from clawdbot.aws_clients import LazyClient
 from clawdbot.queue.exceptions import ReplyTargetNotAllowedError
 from clawdbot.queue.outcomes import turn_dict
 
@@ -39,8 +39,7 @@ class ReplyPublisher:
 
     def __init__(self, allowed_topics: Iterable[str], client: Any | None = None) -> None:
         self.allowed_topics = frozenset(allowed_topics)
-        self._client = client
-        self._client_lock = threading.Lock()
+        self._client = LazyClient("sns", client=client)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReplyPublisher:
@@ -48,13 +47,7 @@ class ReplyPublisher:
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    import boto3
-
-                    self._client = boto3.client("sns")
-        return self._client
+        return self._client.get()
 
     def check(self, topic_arn: str) -> None:
         """Raise ``ReplyTargetNotAllowedError`` (400) unless ``topic_arn`` is on the allow-list."""

@@ -39,6 +39,7 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
 from aws_lambda_powertools.utilities.idempotency import idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
+from clawdbot.aws_clients import LazyClient
 from clawdbot.chat.service import ChatService, TurnRequest
 from clawdbot.exceptions import ClawdbotError
 from clawdbot.inference.types import ChatMessage
@@ -117,7 +118,7 @@ class TurnWorker:
         self.turn_budget_ms = turn_budget_seconds * 1000 if turn_budget_seconds is not None else None
         self._invocation: str | None = None  # the request id of the invocation whose records we are running
         self.queue_url = queue_url
-        self._sqs: Any = None
+        self._sqs = LazyClient("sqs")  # made on the first hand-back
         self._idempotent_turn = idempotent_function(
             self._run_turn, data_keyword_argument="message", persistence_store=persistence, config=config,
             key_prefix=KEY_PREFIX)
@@ -197,11 +198,7 @@ class TurnWorker:
         if self.queue_url is None:
             return
         try:
-            if self._sqs is None:
-                import boto3
-
-                self._sqs = boto3.client("sqs")
-            self._sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=record.receipt_handle,
+            self._sqs.get().change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=record.receipt_handle,
                                                 VisibilityTimeout=0)
         except Exception:
             logger.warning("could not hand record %s back to the queue; it returns after its visibility timeout",

@@ -163,10 +163,11 @@ class DynamoDBSessionStore(SessionStore):
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
-                    import boto3
                     from botocore.config import Config
 
-                    self._client = boto3.client("dynamodb", config=Config(
+                    from clawdbot.aws_clients import make_client
+
+                    self._client = make_client("dynamodb", config=Config(
                         retries={"mode": "standard", "max_attempts": 3},
                         connect_timeout=3, read_timeout=10, max_pool_connections=64,
                     ))
