@@ -53,6 +53,8 @@ TABLE = "clawdbot-bench-coldstart"
 #: s3transfer, which it imports) is not among them.
 FRAMEWORKS = ("import fastapi, pydantic_settings, mangum, botocore.session, jinja2, tokenizers, "
               "aws_lambda_powertools.logging")
+#: The deploy key the probes are configured with (its hash, as the stack passes it).
+DEPLOY_KEY = "cb-bench-cold-start-key-0123456789"
 #: The chat_api budget from the issue.
 CHAT_API_BUDGET_MS = 250.0
 
@@ -80,7 +82,7 @@ def _lambda_env(bundle: Path, endpoint: str, name: str) -> dict[str, str]:
         "CLAWDBOT_INFERENCE": "sagemaker", "CLAWDBOT_SAGEMAKER_ENDPOINT": "clawdbot-bench",
         "CLAWDBOT_MODEL_DIR": str(bundle), "CLAWDBOT_MODEL_NAME": "clawdbot-tiny-chat",
         "CLAWDBOT_SESSION_STORE": "dynamodb", "CLAWDBOT_DYNAMODB_TABLE": TABLE,
-        "CLAWDBOT_BOOTSTRAP_KEY_SHA256": hash_key("cb-bench-cold-start-key-0123456789"),
+        "CLAWDBOT_BOOTSTRAP_KEY_SHA256": hash_key(DEPLOY_KEY),
         "PYTHONDONTWRITEBYTECODE": "", "PYTHONPATH": str(REPO),
     }
     return env
@@ -178,26 +180,37 @@ def snapstart_restore(env: dict[str, str], runs: int) -> dict[str, Any]:
     cold start still runs of ours (the after-restore hooks), next to the init the snapshot took off it.
 
     AWS's own restore (resuming the microVM) is not in it: it happens outside the process and cannot be measured
-    here. The event is the sample chat completion without a key: answered 401 by the key check, a trip through
-    Mangum, the middleware and the key store that needs no model (inference is SageMaker's in this set-up).
+    here. The first event is the sample chat completion without a key: answered 401 by the key check, a trip
+    through Mangum, the middleware and the key store that needs no model (inference is SageMaker's in this
+    set-up). The second, ``..._first_store_request_ms``, is an authenticated read of a session that does not
+    exist (404): the key, the rate limiter's DynamoDB bucket and the session store, each reconnecting after the
+    snapshot; ``clawdbot.api.priming`` made their clients at init.
     """
     from clawdbot.local import invoke_function
     from clawdbot.testing.events import load_event
 
-    restore, init, first = [], [], []
+    session_read = load_event("session-read")
+    session_read["headers"] = {**session_read["headers"], "authorization": f"Bearer {DEPLOY_KEY}"}
+    restore, init, first, first_store = [], [], [], []
     for _ in range(max(1, runs // 2)):
-        result = invoke_function(REPO / "functions" / "chat_api", load_event("chat-completion"), env=env,
-                                 timeout_s=60, memory_mb=1024, snapstart=True)
-        if result.restore_duration_ms is None or result.duration_ms is None:
-            raise RuntimeError(f"chat_api did not restore:\n{result.logs[-3000:]}")
-        restore.append(result.restore_duration_ms)
-        init.append(result.init_duration_ms or 0.0)
-        first.append(result.duration_ms)
+        for event, durations in ((load_event("chat-completion"), first), (session_read, first_store)):
+            result = invoke_function(REPO / "functions" / "chat_api", event, env=env, timeout_s=60,
+                                     memory_mb=1024, snapstart=True)
+            if result.restore_duration_ms is None or result.duration_ms is None:
+                raise RuntimeError(f"chat_api did not restore:\n{result.logs[-3000:]}")
+            status = result.json().get("statusCode")
+            if status != (401 if durations is first else 404):
+                raise RuntimeError(f"chat_api answered {status}:\n{result.logs[-3000:]}")
+            restore.append(result.restore_duration_ms)
+            init.append(result.init_duration_ms or 0.0)
+            durations.append(result.duration_ms)
     print(f"chat_api with SnapStart: restore hooks {statistics.median(restore):.2f} ms (init "
-          f"{statistics.median(init):.0f} ms moved to the publish)", flush=True)
+          f"{statistics.median(init):.0f} ms moved to the publish); first request reading the stores "
+          f"{statistics.median(first_store):.1f} ms", flush=True)
     return {"chat_api_snapstart_restore_hooks_ms": round(statistics.median(restore), 2),
             "chat_api_snapstart_init_at_publish_ms": round(statistics.median(init), 1),
-            "chat_api_snapstart_first_invocation_ms": round(statistics.median(first), 1)}
+            "chat_api_snapstart_first_invocation_ms": round(statistics.median(first), 1),
+            "chat_api_snapstart_first_store_request_ms": round(statistics.median(first_store), 1)}
 
 
 def sizes(scratch: Path) -> tuple[dict[str, Any], Path | None]:

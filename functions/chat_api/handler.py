@@ -8,10 +8,12 @@ SnapStart (the stack's default for this function) it is built once per published
 from mangum import Mangum
 
 from clawdbot.api.app import create_app
+from clawdbot.api.priming import prime
 from clawdbot.metrics.observability import instrument
 from clawdbot.snapstart import register_hooks
 
 app = create_app()
 # Powertools Logger (request and session id on every line) and Tracer around the invocation.
 handler = instrument(Mangum(app, lifespan="off"))
-register_hooks()
+if register_hooks():  # a SnapStart init: what the first request would do lazily is done now, into the snapshot
+    prime(app)

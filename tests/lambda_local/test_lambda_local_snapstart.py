@@ -67,6 +67,37 @@ def test_a_snapstart_version_closes_its_connections_restores_then_answers(
     assert result.restore_duration_ms is not None and result.restore_duration_ms >= 0
 
 
+def test_a_snapstart_init_primes_the_app_into_the_snapshot_and_an_on_demand_init_does_not(
+        dynamodb_local: str, tmp_path: Path) -> None:
+    # GIVEN chat_api with its sessions, keys and rate limits on DynamoDB Local and a deploy key
+    from clawdbot.traffic.keys import hash_key
+
+    key = "cb-priming-deploy-key-0123456789"
+    env = {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_local, "CLAWDBOT_SESSION_STORE": "dynamodb",
+           "CLAWDBOT_DYNAMODB_TABLE": "snapstart-priming", "CLAWDBOT_INFERENCE": "local",
+           "CLAWDBOT_DATA_DIR": str(tmp_path), "CLAWDBOT_AUTH": "required",
+           "CLAWDBOT_BOOTSTRAP_KEY_SHA256": hash_key(key)}
+    event = load_event("session-read")
+    event["headers"] = {**event["headers"], "authorization": f"Bearer {key}"}  # type: ignore[dict-item]
+
+    # WHEN it is published as a SnapStart version and restored, and when it starts on demand
+    restored = invoke_function(CHAT_API, event, env=env, timeout_s=60, snapstart=True)
+    on_demand = invoke_function(CHAT_API, event, env=env, timeout_s=60)
+
+    # THEN the SnapStart init primed the app before the snapshot (its warm-up requests answered by /healthz and,
+    # for a path no route has, the router), and the restored environment answers the key's request: the session
+    # does not exist (priming created none, and accepted the key without charging it)
+    for result in (restored, on_demand):
+        assert result.ok, result.logs
+        assert result.json()["statusCode"] == 404, result.json()
+    primed, snapshot, start = lines_with(restored.logs, "primed for the snapshot", "pooled connection(s) closed",
+                                         "START RequestId")
+    assert -1 < primed < snapshot < start, restored.logs
+    assert "[200, 404]" in restored.logs.splitlines()[primed]
+    # AND an on-demand init leaves that work to the first request, which has no snapshot to save it into
+    assert "primed for the snapshot" not in on_demand.logs
+
+
 def test_a_key_rotated_after_the_publish_is_accepted_by_a_restored_environment(
         sqs_server: str, tmp_path: Path) -> None:
     # GIVEN the deploy key in Secrets Manager (moto) when the version is published

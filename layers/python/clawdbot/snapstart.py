@@ -2,7 +2,7 @@
 
 With SnapStart (the stack turns it on for ``chat_api``), Lambda runs the handler module's import and init when a
 version is *published*, snapshots the microVM, and resumes every new execution environment from that snapshot:
-the ~0.4 s of importing FastAPI, pydantic and boto3 and building the app is paid once per deploy instead of on
+the ~0.4 s of importing FastAPI, pydantic and botocore and building the app is paid once per deploy instead of on
 every cold start (docs/performance.md). Two kinds of state in the snapshot would then be shared or stale:
 
 * **Pseudo-random state.** Every environment resumed from one snapshot starts with the same ``random`` state, so
@@ -16,6 +16,9 @@ every cold start (docs/performance.md). Two kinds of state in the snapshot would
   pools. Hours later, in another microVM, the peer has long forgotten them; a request sent on one can wait for a
   timeout instead of failing fast. Before the snapshot every pooled connection is closed; each client reconnects
   on its next call.
+
+What the first request would otherwise do lazily (clients, FastAPI's per-route state) is done during a SnapStart
+init by ``clawdbot.api.priming``, so that it is in the snapshot too.
 
 Registration goes through ``snapshot_restore_py``, which Lambda's managed Python runtime ships (and ``awslambdaric``
 depends on); where it is absent the hooks are simply not registered, as nothing will snapshot the process.

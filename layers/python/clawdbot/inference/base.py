@@ -60,5 +60,9 @@ class InferenceBackend(ABC):
             completion_tokens=last.completion_tokens,
         )
 
+    def prime(self) -> None:  # noqa: B027 - optional hook
+        """Make now what the first call would make on demand (clients): a SnapStart init calls it, so the
+        snapshot holds it and a restored environment's first request does not pay for it. A no-op by default."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (sessions, clients). Optional."""

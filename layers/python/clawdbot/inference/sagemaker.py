@@ -193,6 +193,9 @@ class SageMakerBackend(InferenceBackend):
         finally:
             events.close()  # an abandoned stream must not keep the connection (and the container) busy
 
+    def prime(self) -> None:
+        self._client.get()
+
     def close(self) -> None:
         self._client.close()
 

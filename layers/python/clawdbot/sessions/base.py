@@ -140,6 +140,10 @@ class SessionStore(ABC):
         limit = max(1, min(limit, self.config.max_page_size))
         return [m for m in self._list_owned(owner, limit, now) if not self._expired(m, now)]
 
+    def prime(self) -> None:  # noqa: B027 - optional hook
+        """Make now what the first call would make on demand (clients): a SnapStart init calls it, so the
+        snapshot holds it and a restored environment's first request does not pay for it. A no-op by default."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

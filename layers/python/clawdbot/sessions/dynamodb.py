@@ -173,6 +173,9 @@ class DynamoDBSessionStore(SessionStore):
                     ))
         return self._client
 
+    def prime(self) -> None:
+        self.client  # noqa: B018 - the property makes the client
+
     # ----------------------------------------------------------------- errors
     @contextmanager
     def _errors(self) -> Iterator[None]:

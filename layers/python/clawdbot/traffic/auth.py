@@ -114,6 +114,11 @@ class TrafficControl:
             return
         self.limiter.charge(key.key_id, key.limits, result.prompt_tokens + result.completion_tokens)
 
+    def prime(self) -> None:
+        """The key store's and the limiter's clients, made now (a SnapStart init: see ``clawdbot.api.priming``)."""
+        self.keys.prime()
+        self.limiter.prime()
+
     def close(self) -> None:
         self.keys.close()
         self.limiter.close()

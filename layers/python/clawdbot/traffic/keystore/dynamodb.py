@@ -30,6 +30,9 @@ class DynamoDBKeyStore(KeyStore):
             self._client = dynamodb_client()
         return self._client
 
+    def prime(self) -> None:
+        self.client  # noqa: B018 - the property makes the client
+
     def _item(self, record: ApiKey) -> dict[str, Any]:
         return {"pk": {"S": self.partition}, "sk": {"S": record.key_hash},
                 "record": {"S": json.dumps(record.to_dict())}}

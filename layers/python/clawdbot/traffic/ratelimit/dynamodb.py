@@ -40,6 +40,9 @@ class DynamoDBRateLimiter(StateRateLimiter):
             self._client = dynamodb_client()
         return self._client
 
+    def prime(self) -> None:
+        self.client  # noqa: B018 - the property makes the client
+
     def _key(self, key_id: str) -> dict[str, Any]:
         return {"pk": {"S": PARTITION_PREFIX + key_id}, "sk": {"S": "state"}}
 
