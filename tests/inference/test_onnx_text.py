@@ -84,6 +84,28 @@ def test_incremental_detokenization_round_trips_without_broken_characters(
     assert detok.pending == 0
 
 
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=60)
+       | st.sampled_from(["Grüße 🦜 日本語 naïve", "a 🎉🚀 b", "plain words, and more"]),
+       cuts=st.lists(st.integers(min_value=0, max_value=80), max_size=12))
+def test_detokenizing_groups_of_tokens_gives_the_text_of_one_by_one(
+        tokenizer: PreTrainedTokenizerFast, text: str, cuts: list[int]) -> None:
+    # GIVEN a text's tokens, and the same tokens cut into groups anywhere (inside characters too)
+    fast: Tokenizer = tokenizer.backend_tokenizer
+    ids = fast.encode(text, add_special_tokens=False).ids
+    bounds = sorted({0, len(ids), *(c for c in cuts if c < len(ids))})
+    groups = [ids[a:b] for a, b in itertools.pairwise(bounds)]
+    one_by_one = IncrementalDetokenizer(fast)
+    grouped = IncrementalDetokenizer(fast)
+    # WHEN one detokenizer takes them one at a time and the other a group at a time
+    pieces = [one_by_one.step(i) for i in ids]
+    group_pieces = [grouped.extend(group) for group in groups]
+    # THEN both give the same text, never half a character, and hold back the same incomplete tail
+    assert "".join(group_pieces) == "".join(pieces)
+    assert all("\ufffd" not in p or "\ufffd" in text for p in group_pieces)
+    assert grouped.pending == one_by_one.pending
+
+
 def test_detokenizer_holds_an_incomplete_character(tokenizer: PreTrainedTokenizerFast) -> None:
     # GIVEN an emoji split over byte tokens (an untrained emoji becomes 4 byte-level tokens)
     fast = tokenizer.backend_tokenizer

@@ -148,7 +148,7 @@ class OnnxBackend(InferenceBackend):
         finally:
             tokens.close()
         detokenizer = IncrementalDetokenizer(self.tokenizer)
-        text = "".join([detokenizer.step(token) for token in ids])
+        text = detokenizer.extend(ids)
         return Completion(text=text, finish_reason=finish, prompt_tokens=len(prepared.prompt_ids),
                           completion_tokens=produced)
 
@@ -230,8 +230,7 @@ class OnnxBackend(InferenceBackend):
 
 def _deltas(detokenizer: IncrementalDetokenizer, pending: list[int]) -> Iterator[StreamDelta]:
     """The text of ``pending`` tokens (which it empties) as one delta, none if they complete no text yet."""
-    step = detokenizer.step
-    text = "".join([step(token) for token in pending])
+    text = detokenizer.extend(pending)
     pending.clear()
     if text:
         yield StreamDelta(text=text)
