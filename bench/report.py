@@ -58,6 +58,8 @@ ROWS: tuple[Row, ...] = (
     Row("… cold start ÷ floor (paired)", "coldstart", "chat_api_cold_start_ratio_to_frameworks", "x"),
     Row("chat_api with SnapStart (the stack's default): our after-restore hooks; init moves to the publish",
         "coldstart", "chat_api_snapstart_restore_hooks_ms", "ms", noise="noise"),
+    Row("… its first request after a restore, an authenticated session read (key, limiter, store: primed at init)",
+        "coldstart", "chat_api_snapstart_first_store_request_ms", "ms", noise="noise"),
     Row("chat_worker cold start", "coldstart", "chat_worker_cold_start_ms", "ms", noise="noise"),
     Row("Heavy modules imported by the handlers", "coldstart", "chat_api_heavy_modules_imported", "", "none",
         lambda r: not r["chat_api_heavy_modules_imported"] and not r["chat_worker_heavy_modules_imported"]),
