@@ -49,6 +49,12 @@ FORBIDDEN_IN_BUNDLE = ("onnxruntime", "onnxruntime_genai", "numpy", "torch", "tr
 MODEL_SUBDIR = "model"
 LAMBDA_MODEL_DIR = f"/var/task/{MODEL_SUBDIR}"
 
+#: The AWS services the Lambdas call: every client the library makes (``clawdbot.aws_clients``: sessions, keys and
+#: rate limits, the turn queue, reply topics, the deploy key's secret, the model endpoint) and Powertools'
+#: idempotency store. botocore ships the models of every AWS service (~450, 16.5 of the layer's 26 MB zipped);
+#: the layer keeps these (``tests/cdk/test_cdk_bundling.py`` checks that the code calls no other).
+BOTOCORE_SERVICES = frozenset({"dynamodb", "sqs", "sns", "secretsmanager", "sagemaker-runtime"})
+
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".pytest_cache")
 #: Names a Python for the Lambda runtime's version, to compile the bundles' bytecode with.
 LAMBDA_PYTHON_ENV = "CLAWDBOT_LAMBDA_PYTHON"
@@ -136,6 +142,16 @@ def _copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=_IGNORED, dirs_exist_ok=True)
 
 
+def _ignore_unused_services(folder: str, names: list[str]) -> set[str]:
+    """``shutil.copytree`` ignore function: the build host's bytecode, and under ``botocore/data`` the model folder
+    of every service not in :data:`BOTOCORE_SERVICES` (its top-level files, endpoints and partitions, stay)."""
+    ignored = set(_IGNORED(folder, names))
+    path = Path(folder)
+    if path.name == "data" and path.parent.name == "botocore":
+        ignored |= {name for name in names if (path / name).is_dir() and name not in BOTOCORE_SERVICES}
+    return ignored
+
+
 @jsii.implements(ILocalBundling)
 class LayerBundling:
     """``python/`` = pinned third-party packages + the ``clawdbot`` library, as Lambda layers expect."""
@@ -148,7 +164,8 @@ class LayerBundling:
 
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:
         python_dir = Path(output_dir) / "python"
-        _copy_tree(installed_layer_site(self.requirements, self.build_dir), python_dir)
+        shutil.copytree(installed_layer_site(self.requirements, self.build_dir), python_dir,
+                        ignore=_ignore_unused_services, dirs_exist_ok=True)
         _copy_tree(self.package, python_dir / self.package.name)
         bad = forbidden_packages(python_dir)
         if bad:

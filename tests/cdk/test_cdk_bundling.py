@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import tarfile
 import tomllib
 from typing import TYPE_CHECKING
@@ -10,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cdk.bundling import (
+    BOTOCORE_SERVICES,
     FORBIDDEN_IN_BUNDLE,
     LAMBDA_PYTHON_ENV,
     LAMBDA_PYTHON_VERSION,
@@ -52,6 +56,45 @@ def test_layer_holds_the_library_and_arm64_wheels_and_nothing_for_inference(synt
     # Lambda's limit is 250 MB unzipped for function + layers; keep the layer well inside it
     assert unzipped_size(python) < 150 * MB
     assert zipped_size(python) < 50 * MB
+
+
+def test_the_layer_carries_the_models_of_the_services_it_calls_and_no_other(synthesized: Synthesized) -> None:
+    # GIVEN the synthesized layer, on its own (-S: no site-packages of this machine)
+    python = _asset(synthesized, "SharedLayer") / "python"
+    services = {p.name for p in (python / "botocore" / "data").iterdir() if p.is_dir()}
+    code = (
+        "import botocore.session, json, sys\n"
+        "session = botocore.session.get_session()\n"
+        "made = [session.create_client(s, region_name='us-east-1', aws_access_key_id='k',\n"
+        "                              aws_secret_access_key='s').meta.service_model.service_name\n"
+        "        for s in sys.argv[1:]]\n"
+        "try:\n"
+        "    session.create_client('s3', region_name='us-east-1')\n"
+        "except botocore.exceptions.UnknownServiceError:\n"
+        "    made.append('no s3')\n"
+        "print(json.dumps([botocore.__file__, made]))\n"
+    )
+    done = subprocess.run([sys.executable, "-S", "-c", code, *sorted(BOTOCORE_SERVICES)], capture_output=True,
+                          text=True, timeout=120, check=False, env={"PYTHONPATH": str(python)})
+    assert done.returncode == 0, done.stderr
+    origin, made = json.loads(done.stdout)
+    # THEN botocore keeps exactly those services' models, a client of each can be made from the layer alone
+    # (endpoints and partitions kept), and any other service is unknown there: ~16 MB of models left out
+    assert services == BOTOCORE_SERVICES
+    assert origin.startswith(str(python))
+    assert made == [*(name for name in sorted(BOTOCORE_SERVICES)), "no s3"]
+
+
+def test_the_lambda_code_calls_only_the_services_the_layer_keeps() -> None:
+    # Every client the library and the handlers make names its service as a literal (the CLI, which runs on the
+    # operator's machine and downloads a model from S3, is not in a Lambda).
+    pattern = re.compile(r"""(?:make_client|LazyClient|\.client)\(\s*["']([a-z0-9-]+)["']""")
+    sources = [p for p in (REPO_ROOT / "layers" / "python" / "clawdbot").rglob("*.py") if "cli" not in p.parts]
+    sources += list((REPO_ROOT / "functions").rglob("*.py"))
+    called = {name for path in sources for name in pattern.findall(path.read_text(encoding="utf-8"))}
+    called.add("dynamodb")  # Powertools' idempotency store (the worker's turns, the API's queued turns)
+    assert {"dynamodb", "sqs", "sns", "secretsmanager", "sagemaker-runtime"} <= called  # the scan finds them
+    assert called <= BOTOCORE_SERVICES, sorted(called - BOTOCORE_SERVICES)
 
 
 def test_function_packages_are_handler_plus_tokenizer_bundle_only(synthesized: Synthesized) -> None:
