@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aws_cdk import AssetHashType, BundlingOptions, DockerImage, Duration, RemovalPolicy
+from aws_cdk import Annotations, AssetHashType, BundlingOptions, DockerImage, Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -107,3 +107,6 @@ class PythonFunction(Construct):
             self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version,
                                        description="The published (SnapStart) version callers invoke")
             self.invoke_target = self.alias
+            # CDK warns that SnapStart needs published versions: the alias above publishes one per deploy.
+            Annotations.of(self.function).acknowledge_warning(
+                "@aws-cdk/aws-lambda:snapStartRequirePublish", "a version is published for the live alias")
