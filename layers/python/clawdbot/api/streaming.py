@@ -36,7 +36,8 @@ MAX_AHEAD = 64
 #: How long a streamed turn holds text that follows the previous write closely, to send it with what is decoded
 #: meanwhile: a write (its wake-up, middleware and system calls, ~0.1 ms of CPU) per display frame (60 Hz) at most
 #: instead of per token, for a model faster than that; a reader sees the text no later than the next frame would
-#: show it. (5 ms was measured too: ~13 writes for a 128-token turn of the shipped model instead of ~4, 0.5 ms more.)
+#: show it. (5 ms means ~13 writes for a 128-token turn of the shipped model instead of ~4; in tokens/s the two are
+#: within the noise of ``bench.api_generation`` since the loop stopped waking for held items.)
 TOKEN_COALESCE_S = 1 / 60
 #: How often a worker waiting for room checks whether its consumer left.
 _WAIT_S = 0.1

@@ -35,7 +35,7 @@ def parse_topic_list(value: str) -> frozenset[str]:
 
 
 class ReplyPublisher:
-    """Publishes turn outcomes to allowed SNS topics; the boto3 client is created on first publish."""
+    """Publishes turn outcomes to allowed SNS topics; the SNS client is created on first publish."""
 
     def __init__(self, allowed_topics: Iterable[str], client: Any | None = None) -> None:
         self.allowed_topics = frozenset(allowed_topics)

@@ -135,8 +135,8 @@ def _item_bytes(item: dict[str, Any]) -> int:
 class DynamoDBSessionStore(SessionStore):
     """Sessions in a DynamoDB table (see the module docstring for the item layout).
 
-    ``client`` is a boto3 DynamoDB client (created on first use from the environment when omitted: region,
-    credentials and ``AWS_ENDPOINT_URL_DYNAMODB`` follow boto3's own conventions).
+    ``client`` is a botocore (or boto3) DynamoDB client (created on first use from the environment when omitted:
+    region, credentials and ``AWS_ENDPOINT_URL_DYNAMODB`` follow the SDK's own conventions).
     """
 
     def __init__(self, table_name: str, config: StoreConfig | None = None, *, client: Any | None = None,
@@ -159,7 +159,7 @@ class DynamoDBSessionStore(SessionStore):
 
     @property
     def client(self) -> Any:
-        """Created on first use (not at import: cold start), once: boto3's default session is not thread-safe."""
+        """Created on first use (not at import: cold start), once even when request threads race for it."""
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
