@@ -3,7 +3,7 @@
 Why botocore and not ``boto3.client``: every AWS call here is a low-level client call, which boto3 hands to botocore
 unchanged, but importing boto3 imports s3transfer (its S3 transfer manager) and boto3's resource machinery with it:
 ~20 ms of a Lambda cold start spent on code no handler runs (``bench.coldstart``: chat_api 482 -> 464 ms).
-botocore reads the same configuration (``AWS_REGION``/``AWS_DEFAULT_REGION``, credentials,
+botocore reads the same configuration (``AWS_DEFAULT_REGION``, which Lambda sets, credentials,
 ``AWS_ENDPOINT_URL_<SERVICE>`` for the local stand-ins), so the clients are the ones ``boto3.client`` would give.
 
 Why one session behind a lock: a botocore session caches the service models it loaded (a second DynamoDB client
