@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,7 +46,10 @@ def test_assignment_is_sticky_across_turns_and_processes(serve: Callable[..., Se
            "CLAWDBOT_AB_VARIANTS": json.dumps(VARIANTS)}
     clients = [serve(env).client(), serve(env).client()]
     model = clients[0].get("/v1/models").json()["data"][0]["id"]
-    sessions = [clients[0].post("/v1/sessions", json={}).json()["id"] for _ in range(8)]
+    # (ids the hash rule puts 4 in each arm: 8 random ones all fall in one arm one time in 128; fresh per run, as
+    # the Redis server outlives the test)
+    sessions = [clients[0].post("/v1/sessions", json={"id": session_id}).json()["id"]
+                for session_id in _balanced_ids(4, prefix=f"sess-ab-{uuid.uuid4().hex[:12]}")]
 
     # WHEN each session's turns alternate between the processes
     for session_id in sessions:
@@ -182,12 +186,12 @@ def test_report_numbers_match_an_independent_computation(serve: Callable[..., Se
     assert "Welch" in text and "control" in text and "treatment" in text
 
 
-def _balanced_ids(per_arm: int) -> list[str]:
-    """Session ids (deterministic, interleaved) that the hash rule puts ``per_arm`` in each arm."""
+def _balanced_ids(per_arm: int, prefix: str = "ab-report") -> list[str]:
+    """Session ids (deterministic for a prefix, interleaved) that the hash rule puts ``per_arm`` in each arm."""
     arms: dict[str, list[str]] = {"control": [], "treatment": []}
     n = 0
     while min(len(ids) for ids in arms.values()) < per_arm:
-        candidate = f"ab-report-{n}"
+        candidate = f"{prefix}-{n}"
         n += 1
         if len(arms[expected_variant(candidate)]) < per_arm:
             arms[expected_variant(candidate)].append(candidate)
