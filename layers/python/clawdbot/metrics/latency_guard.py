@@ -14,6 +14,8 @@ import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
+from clawdbot.traffic.aws import lazy_dynamodb_client
+
 if TYPE_CHECKING:
     from redis import Redis
 
@@ -93,15 +95,11 @@ class DynamoDBStreakCounter(StreakCounter):
 
     def __init__(self, table: str, client: Any = None) -> None:
         self.table = table
-        self._client = client
+        self._client = lazy_dynamodb_client(client)
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            from clawdbot.traffic.aws import dynamodb_client
-
-            self._client = dynamodb_client()
-        return self._client
+        return self._client.get()
 
     def _key(self, name: str) -> dict[str, Any]:
         return {"pk": {"S": self.PREFIX + name}, "sk": {"S": "streak"}}

@@ -199,7 +199,7 @@ class TurnWorker:
             return
         try:
             self._sqs.get().change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=record.receipt_handle,
-                                                VisibilityTimeout=0)
+                                                      VisibilityTimeout=0)
         except Exception:
             logger.warning("could not hand record %s back to the queue; it returns after its visibility timeout",
                            record.message_id, exc_info=True)

@@ -38,6 +38,7 @@ import zlib
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from clawdbot.aws_clients import LazyClient
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.sessions.base import SessionStore, StoreConfig
 from clawdbot.sessions.exceptions import (
@@ -132,6 +133,14 @@ def _item_bytes(item: dict[str, Any]) -> int:
     return size
 
 
+def _client_config() -> Any:
+    """One pooled connection per request thread (up to 64), a read timeout well above a transaction's latency."""
+    from botocore.config import Config
+
+    return Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10,
+                  max_pool_connections=64)
+
+
 class DynamoDBSessionStore(SessionStore):
     """Sessions in a DynamoDB table (see the module docstring for the item layout).
 
@@ -144,8 +153,7 @@ class DynamoDBSessionStore(SessionStore):
                  retry_budget_s: float = 10.0, backoff_base_s: float = 0.005, backoff_cap_s: float = 0.25) -> None:
         super().__init__(config)
         self.table_name = table_name
-        self._client = client
-        self._client_lock = threading.Lock()
+        self._client = LazyClient("dynamodb", _client_config, client=client)  # made on first use, not at import
         self.retention_seconds = retention_seconds
         #: A losing append retries until either bound is reached, then raises ``AppendConflictError``.
         self.max_attempts = max_attempts
@@ -159,22 +167,10 @@ class DynamoDBSessionStore(SessionStore):
 
     @property
     def client(self) -> Any:
-        """Created on first use (not at import: cold start), once even when request threads race for it."""
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    from botocore.config import Config
-
-                    from clawdbot.aws_clients import make_client
-
-                    self._client = make_client("dynamodb", config=Config(
-                        retries={"mode": "standard", "max_attempts": 3},
-                        connect_timeout=3, read_timeout=10, max_pool_connections=64,
-                    ))
-        return self._client
+        return self._client.get()
 
     def prime(self) -> None:
-        self.client  # noqa: B018 - the property makes the client
+        self._client.get()
 
     # ----------------------------------------------------------------- errors
     @contextmanager

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from clawdbot.aws_clients import make_client
+from clawdbot.aws_clients import LazyClient, make_client
 
 
-def dynamodb_client() -> Any:
+def _dynamodb_config() -> Any:
+    """Short timeouts: a key check or a rate-limit bucket sits in front of every request."""
     from botocore.config import Config
 
-    return make_client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 3},
-                                                 connect_timeout=2, read_timeout=5))
+    return Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5)
+
+
+def lazy_dynamodb_client(client: Any = None) -> LazyClient:
+    """A traffic engine's DynamoDB client: ``client`` if given, else made on first use."""
+    return LazyClient("dynamodb", _dynamodb_config, client=client)
 
 
 def read_secret(secret_id: str) -> str:

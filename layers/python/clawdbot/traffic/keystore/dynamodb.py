@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from clawdbot.traffic.aws import lazy_dynamodb_client
 from clawdbot.traffic.keys import ApiKey
 from clawdbot.traffic.keystore.base import KeyStore
 
@@ -20,18 +21,14 @@ class DynamoDBKeyStore(KeyStore):
     def __init__(self, table: str, client: Any = None, *, partition: str = PARTITION) -> None:
         self.table = table
         self.partition = partition
-        self._client = client
+        self._client = lazy_dynamodb_client(client)
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            from clawdbot.traffic.aws import dynamodb_client
-
-            self._client = dynamodb_client()
-        return self._client
+        return self._client.get()
 
     def prime(self) -> None:
-        self.client  # noqa: B018 - the property makes the client
+        self._client.get()
 
     def _item(self, record: ApiKey) -> dict[str, Any]:
         return {"pk": {"S": self.partition}, "sk": {"S": record.key_hash},

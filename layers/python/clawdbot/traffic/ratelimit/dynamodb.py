@@ -12,6 +12,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from clawdbot.traffic.aws import lazy_dynamodb_client
 from clawdbot.traffic.exceptions import OverloadedError
 from clawdbot.traffic.ratelimit.base import BucketState, StateRateLimiter
 
@@ -30,18 +31,14 @@ class DynamoDBRateLimiter(StateRateLimiter):
     def __init__(self, table: str, client: Any = None, clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock)
         self.table = table
-        self._client = client
+        self._client = lazy_dynamodb_client(client)
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            from clawdbot.traffic.aws import dynamodb_client
-
-            self._client = dynamodb_client()
-        return self._client
+        return self._client.get()
 
     def prime(self) -> None:
-        self.client  # noqa: B018 - the property makes the client
+        self._client.get()
 
     def _key(self, key_id: str) -> dict[str, Any]:
         return {"pk": {"S": PARTITION_PREFIX + key_id}, "sk": {"S": "state"}}
