@@ -74,6 +74,54 @@ def test_streaming_matches_non_streaming_greedy_text(client: openai.OpenAI, mode
     assert usage.prompt_tokens == whole.usage.prompt_tokens
 
 
+def _streamed_text(stream: openai.Stream) -> tuple[list[str], str | None]:
+    pieces, finish = [], None
+    for chunk in stream:
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    return [p for p in pieces if p], finish
+
+
+def test_a_long_streamed_turn_stores_the_text_it_streamed(client: openai.OpenAI, http: httpx.Client,
+                                                          model_id: str) -> None:
+    # GIVEN a session, and a sampled turn long enough to go out in several writes (its text is made from the
+    # token ids on the event loop's thread, the stored text from all of them at once on the decoding thread)
+    session_id = http.post("/v1/sessions", json={}).json()["id"]
+    question = [{"role": "user", "content": "Tell me a long story about a lighthouse."}]
+    sampling = {"max_tokens": 120, "temperature": 1.0, "seed": 11}
+    # WHEN it is streamed
+    pieces, finish = _streamed_text(client.chat.completions.create(
+        model=model_id, messages=question, stream=True, extra_headers={"x-session-id": session_id}, **sampling))
+    # THEN it came in several content chunks, and the transcript holds exactly the streamed text
+    assert len(pieces) > 1 and finish in ("stop", "length")
+    stored = http.get(f"/v1/sessions/{session_id}").json()["messages"]["data"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[1]["content"] == "".join(pieces)
+    # AND it is the text the same request gets whole
+    whole = client.chat.completions.create(model=model_id, messages=question, **sampling)
+    assert whole.choices[0].message.content == "".join(pieces)
+
+
+def test_a_streamed_turn_with_a_stop_string_ends_where_the_whole_one_does(client: openai.OpenAI,
+                                                                         model_id: str) -> None:
+    messages = [{"role": "user", "content": "What do you like to do on weekends?"}]
+    text = client.chat.completions.create(model=model_id, messages=messages, max_tokens=40,
+                                          temperature=0).choices[0].message.content
+    words = text.split()
+    assert len(words) > 4, f"precondition: a reply of several words, got {text!r}"
+    stop = words[3]
+    # GIVEN a stop string from the middle of the greedy reply; WHEN it is asked for whole and streamed
+    whole = client.chat.completions.create(model=model_id, messages=messages, max_tokens=40, temperature=0,
+                                           stop=[stop])
+    pieces, finish = _streamed_text(client.chat.completions.create(
+        model=model_id, messages=messages, max_tokens=40, temperature=0, stop=[stop], stream=True))
+    # THEN both end right before its first occurrence, with finish reason "stop"
+    assert whole.choices[0].message.content == text[:text.index(stop)]
+    assert "".join(pieces) == whole.choices[0].message.content
+    assert finish == whole.choices[0].finish_reason == "stop"
+
+
 def test_two_turn_session_builds_context_from_stored_history(client: openai.OpenAI, http: httpx.Client,
                                                              model_id: str, backend) -> None:
     # GIVEN a session created by the API

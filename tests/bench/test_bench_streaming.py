@@ -86,6 +86,32 @@ def test_a_consumer_that_stops_early_gets_the_iterator_closed_on_its_thread() ->
     assert len(produced) <= 3 + MAX_AHEAD + 1
 
 
+def test_a_producer_waits_while_max_ahead_items_are_untaken() -> None:
+    # GIVEN a producer of four times MAX_AHEAD items (a streamed turn's token ids), counting what it made
+    made: list[int] = []
+
+    def many() -> Iterator[int]:
+        for i in range(4 * MAX_AHEAD):
+            made.append(i)
+            yield i
+
+    # WHEN the consumer takes one batch, then takes nothing for a while (a reader that does not read)
+    async def consume() -> tuple[int, int, list[int]]:
+        stream = iterate_batches_in_thread(many())
+        got = await anext(stream)
+        first = len(got)
+        await asyncio.sleep(0.3)
+        made_meanwhile = len(made)
+        async for batch in stream:
+            got += batch
+        return first, made_meanwhile, got
+
+    first, made_meanwhile, got = asyncio.run(consume())
+    # THEN the producer stopped at MAX_AHEAD untaken items (plus the one in hand), and went on when they were taken
+    assert made_meanwhile <= first + MAX_AHEAD + 1
+    assert got == list(range(4 * MAX_AHEAD))
+
+
 def test_a_fast_producer_is_taken_in_batches_of_what_it_made_meanwhile() -> None:
     # GIVEN a producer far faster than the coalescing time
     def numbers() -> Iterator[int]:

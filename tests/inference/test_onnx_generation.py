@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import threading
 from typing import TYPE_CHECKING
 
@@ -108,6 +110,37 @@ def test_stream_concatenates_to_generate(any_backend: OnnxBackend) -> None:
             whole.finish_reason, whole.prompt_tokens, whole.completion_tokens)
 
 
+def test_token_ids_make_the_generated_text_however_they_are_grouped(any_backend: OnnxBackend) -> None:
+    for params in (greedy(30), GenerationParams(max_tokens=30, temperature=0.8, seed=7)):
+        # GIVEN a completion streamed as token ids, and the same completion generated whole
+        stream = any_backend.stream_ids(NON_ASCII, params)
+        assert stream is not None
+        ids = list(stream)
+        whole = any_backend.generate(NON_ASCII, params)
+        # WHEN its ids are detokenized in groups, as the event loop takes them
+        detokenizer = stream.new_detokenizer()
+        bounds = sorted({0, len(ids), *(c for c in (1, 5, 6, 17) if c < len(ids))})
+        text = "".join(detokenizer.extend(ids[a:b]) for a, b in itertools.pairwise(bounds))
+        # THEN the text, the finish reason and the counts are the generated ones
+        assert text == whole.text
+        assert (stream.finish_reason, stream.prompt_tokens, stream.completion_tokens) == (
+            whole.finish_reason, whole.prompt_tokens, whole.completion_tokens)
+
+
+def test_token_ids_are_for_turns_without_stop_strings_and_end_with_their_consumer(
+        any_backend: OnnxBackend) -> None:
+    # A stop string is matched on text as each token comes: such a turn streams text (stream())
+    assert any_backend.stream_ids(PROMPT, greedy(8, stop=("never",))) is None
+    # A consumer that stops after two ids ends the model's loop there
+    stream = any_backend.stream_ids(PROMPT, greedy(20))
+    assert stream is not None
+    ids = iter(stream)
+    assert len([next(ids), next(ids)]) == 2
+    ids.close()  # type: ignore[attr-defined]
+    assert stream.completion_tokens == 2
+    assert inspect.getgeneratorstate(stream._tokens) == inspect.GEN_CLOSED  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("model", ["llama", "gpt2_fp16"])
 def test_eos_token_ends_generation_with_stop(model: str, request: pytest.FixtureRequest) -> None:
     from clawdbot.inference.onnx import OnnxBackend
@@ -126,6 +159,11 @@ def test_eos_token_ends_generation_with_stop(model: str, request: pytest.Fixture
     assert completion.completion_tokens == ends_at + 1
     expected = backend.tokenizer.decode(tokens[:ends_at])
     assert completion.text == expected.rstrip("\ufffd")
+    # AND streamed as token ids, the same: the ids before EOS, the same reason and count
+    stream = backend.stream_ids(PROMPT, greedy(12))
+    assert stream is not None
+    assert list(stream) == tokens[:ends_at]
+    assert (stream.finish_reason, stream.completion_tokens) == ("stop", ends_at + 1)
 
 
 def test_prompt_that_cannot_fit_is_rejected_before_generation(any_backend: OnnxBackend) -> None:

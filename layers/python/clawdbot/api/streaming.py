@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: Items the worker may produce before the consumer has taken them (tokens: a few ms of decoding).
-MAX_AHEAD = 64
+#: Items the worker may produce before the consumer has taken them: a slow reader holds the producer back at
+#: this many. Items are token ids in a streamed turn (``clawdbot.inference.token_ids``): 256 is ~0.1 s of a model
+#: at 0.5 ms per token, and well over what even a model ten times faster makes in one write window.
+MAX_AHEAD = 256
 #: How long a streamed turn holds text that follows the previous write closely, to send it with what is decoded
 #: meanwhile: a write (its wake-up, middleware and system calls, ~0.1 ms of CPU) per display frame (60 Hz) at most
 #: instead of per token, for a model faster than that; a reader sees the text no later than the next frame would
@@ -49,23 +51,34 @@ _END = object()
 class _Handoff:
     """Items passed from the worker thread to the loop under one lock; the loop is woken only if it waits."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_ahead: int = MAX_AHEAD) -> None:
         self.loop = loop
         self.lock = threading.Lock()
+        self.room = threading.Condition(self.lock)  # the producer waits here while max_ahead items are untaken
+        self.max_ahead = max_ahead
         self.items: list[Any] = []
         self.done: object | BaseException | None = None  # _END or the iterator's exception, after the items
         self.waiter: asyncio.Future[None] | None = None
         self.waiter_takes_items = True  # False while the consumer holds items back: only the end wakes it
         self.stop = threading.Event()
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any) -> bool:
+        """Hand ``item`` over, waiting while ``max_ahead`` are untaken; False (item dropped) once the consumer
+        has left. One lock per item: a streamed turn puts every token id."""
         with self.lock:
+            while len(self.items) >= self.max_ahead:
+                if self.stop.is_set():
+                    return False
+                self.room.wait(_WAIT_S)
+            if self.stop.is_set():
+                return False
             self.items.append(item)
             if not self.waiter_takes_items:
-                return
+                return True
             waiter, self.waiter = self.waiter, None
         if waiter is not None:
             self._wake(waiter)
+        return True
 
     def finish(self, done: object | BaseException) -> None:
         with self.lock:
@@ -91,6 +104,8 @@ class _Handoff:
             with self.lock:
                 if self.done is not None or (self.items and loop.time() >= not_before):
                     items, self.items = self.items, []
+                    if len(items) >= self.max_ahead:
+                        self.room.notify()
                     return items, self.done
                 waiter = self.waiter = loop.create_future()
                 # Until not_before an item would be held anyway: only the end wakes us sooner
@@ -129,17 +144,13 @@ async def iterate_batches_in_thread(iterator: Iterator[T], coalesce_s: float = 0
     """
     handoff = _Handoff(asyncio.get_running_loop())
     stop = handoff.stop
-    room = threading.Semaphore(MAX_AHEAD)
+    put = handoff.put
 
     def pump() -> None:
         try:
             for item in iterator:
-                while not room.acquire(timeout=_WAIT_S):
-                    if stop.is_set():
-                        break
-                if stop.is_set():
+                if not put(item):
                     break
-                handoff.put(item)
         except BaseException as exc:  # handed to the consumer, which raises it
             handoff.finish(exc)
             return
@@ -157,7 +168,6 @@ async def iterate_batches_in_thread(iterator: Iterator[T], coalesce_s: float = 0
         while True:
             items, done = await handoff.take(not_before)
             if items:
-                room.release(len(items))
                 yield items
                 not_before = loop.time() + coalesce_s
             if done is not None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from clawdbot.config.settings import Settings
     from clawdbot.inference.base import InferenceBackend
+    from clawdbot.inference.token_ids import Detokenizer, TokenIdStream
     from clawdbot.sessions.base import SessionStore
     from clawdbot.sessions.types import SessionMeta
     from clawdbot.traffic.ab import Variant, VariantRouter
@@ -257,6 +258,35 @@ class ChatService:
         self.record(result)
         self._notify(result)
         yield last
+
+    def stream_ids(self, turn: PreparedTurn) -> tuple[Iterator[int | StreamDelta], Callable[[], Detokenizer]] | None:
+        """The reply's token ids, then its final delta (empty text, finish reason and counts), and a factory of
+        detokenizers that turn those ids into the reply's text: the text is left to the caller, who makes it on
+        another thread (``clawdbot.inference.token_ids``). ``None`` where the backend streams text only (then use
+        :meth:`stream`). As with :meth:`stream`, the turn is recorded, with the text of all its ids decoded at
+        once, before the final delta, and not at all if the consumer stops early."""
+        ids = self.backend_for(turn).stream_ids(turn.context, turn.params)
+        return None if ids is None else (self._stream_ids(turn, ids), ids.new_detokenizer)
+
+    def _stream_ids(self, turn: PreparedTurn, stream: TokenIdStream) -> Iterator[int | StreamDelta]:
+        ids: list[int] = []
+        first_token_ms: float | None = None
+        tokens = iter(stream)
+        try:
+            for token in tokens:
+                if first_token_ms is None:
+                    first_token_ms = (time.perf_counter() - turn.started) * 1000
+                ids.append(token)
+                yield token
+        finally:
+            tokens.close()  # type: ignore[attr-defined]  # stopped early: the model's loop ends on this thread
+        text = stream.new_detokenizer().extend(ids)
+        result = TurnResult(turn, text, stream.finish_reason, stream.prompt_tokens, stream.completion_tokens,
+                            (time.perf_counter() - turn.started) * 1000, first_token_ms)
+        self.record(result)
+        self._notify(result)
+        yield StreamDelta(text="", finish_reason=stream.finish_reason, prompt_tokens=stream.prompt_tokens,
+                          completion_tokens=stream.completion_tokens)
 
     def _notify(self, result: TurnResult) -> None:
         """Tell the observers; the reply is already made, so an observer's failure is logged, never raised."""

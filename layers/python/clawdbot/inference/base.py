@@ -15,6 +15,7 @@ from clawdbot.inference.types import Completion, StreamDelta
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from clawdbot.inference.token_ids import TokenIdStream
     from clawdbot.inference.types import ChatMessage, GenerationParams
 
 
@@ -45,6 +46,12 @@ class InferenceBackend(ABC):
 
         Raises ``ContextLengthExceededError`` before yielding anything if the prompt cannot fit.
         """
+
+    def stream_ids(self, messages: Sequence[ChatMessage], params: GenerationParams) -> TokenIdStream | None:
+        """The completion as token ids, for a caller that makes the text on another thread
+        (``clawdbot.inference.token_ids``); ``None`` where this backend (or these parameters) streams text only,
+        and the caller uses :meth:`stream`. Validates eagerly, as :meth:`stream` does."""
+        return None
 
     def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
         """Whole completion at once (default: drain :meth:`stream`)."""

@@ -21,14 +21,14 @@ from clawdbot.api.schemas import ChatCompletionRequest, chunk_dict, completion_d
 from clawdbot.api.streaming import TOKEN_COALESCE_S, iterate_batches_in_thread
 from clawdbot.chat.service import TurnRequest, user_session_id
 from clawdbot.exceptions import ClawdbotError, InvalidRequestError, NotFoundError
-from clawdbot.inference.types import ChatMessage
+from clawdbot.inference.types import ChatMessage, StreamDelta
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from clawdbot.api.idempotency import Claim
     from clawdbot.chat.service import ChatService, PreparedTurn
-    from clawdbot.inference.types import StreamDelta
+    from clawdbot.inference.token_ids import Detokenizer
 
 router = APIRouter()
 #: The event that ends an OpenAI stream.
@@ -86,10 +86,10 @@ async def chat_completions(
         except BaseException:
             await batches.aclose()
             raise
-        turn = head[0][0]
+        turn, _, text_stage = head[0]
         headers = _turn_headers(turn)
         return StreamingResponse(
-            _sse(turn, head[1:], batches, include_usage, claim, headers), media_type="text/event-stream",
+            _sse(turn, head[1:], batches, include_usage, claim, headers, text_stage), media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
     # One thread hop for the whole blocking turn (store reads, model, append), not one per step.
     payload, headers = await run_in_threadpool(_complete, res.chat, turn_request, claim)
@@ -124,11 +124,17 @@ def _complete(chat: ChatService, request: TurnRequest, claim: Claim | None) -> t
 
 
 def _produce(chat: ChatService, request: TurnRequest, claim: Claim | None, include_usage: bool) -> Iterator[Any]:
-    """The streamed turn, iterated on its worker thread: the turn and its content-event template once its first
-    delta is in (so that what fails before any text fails the request), then each delta with its event."""
+    """The streamed turn, iterated on its worker thread: the turn, its content-event template and its text stage
+    once its first token is in (so that what fails before any text fails the request), then the turn's items.
+
+    Without stop strings on the in-process model the items are token ids and the final delta, and the text stage
+    (:class:`_TextOnLoop`) makes the text and events on the event loop's thread, so this thread only runs the
+    model (``clawdbot.inference.token_ids``); otherwise each item is a delta with its event, made here.
+    """
     try:
         turn = chat.prepare(request)
-        deltas = chat.stream(turn)
+        ids = chat.stream_ids(turn)
+        deltas: Iterator[Any] = ids[0] if ids is not None else chat.stream(turn)
         first = next(deltas)
     except BaseException as exc:
         if claim is not None:
@@ -136,7 +142,13 @@ def _produce(chat: ChatService, request: TurnRequest, claim: Claim | None, inclu
         raise
     content = _ContentEvents(_common(turn, include_usage))
     try:
-        yield turn, content
+        if ids is not None:
+            yield turn, content, _TextOnLoop(ids[1](), content)
+            yield first
+            if not isinstance(first, StreamDelta):
+                yield from deltas
+            return
+        yield turn, content, None
         yield first, content(first.text) if first.text else None
         if first.finish_reason is None:
             yield from content.tag(deltas)
@@ -214,15 +226,38 @@ class _ContentEvents:
                 close()
 
 
-async def _sse(turn: PreparedTurn, head: list[tuple[StreamDelta, bytes | None]],
-               batches: AsyncIterator[list[Any]], include_usage: bool, claim: Claim | None,
-               headers: dict[str, str]) -> AsyncIterator[bytes]:
+class _TextOnLoop:
+    """The text stage of a turn streamed as token ids (``clawdbot.inference.token_ids``), run on the event loop's
+    thread: the ids of a batch become one delta with its content event, as the decoding thread would have made
+    them, while that thread decodes on; the final delta passes through. The detokenizer is this stream's alone."""
+
+    __slots__ = ("content", "detokenizer")
+
+    def __init__(self, detokenizer: Detokenizer, content: _ContentEvents) -> None:
+        self.detokenizer = detokenizer
+        self.content = content
+
+    def __call__(self, batch: list[Any]) -> list[tuple[StreamDelta, bytes | None]]:
+        final = batch[-1] if isinstance(batch[-1], StreamDelta) else None
+        ids = batch[:-1] if final is not None else batch
+        pairs: list[tuple[StreamDelta, bytes | None]] = []
+        if ids and (text := self.detokenizer.extend(ids)):
+            pairs.append((StreamDelta(text=text), self.content(text)))
+        if final is not None:
+            pairs.append((final, None))
+        return pairs
+
+
+async def _sse(turn: PreparedTurn, head: list[Any], batches: AsyncIterator[list[Any]], include_usage: bool,
+               claim: Claim | None, headers: dict[str, str],
+               text_stage: _TextOnLoop | None = None) -> AsyncIterator[bytes]:
     """OpenAI's stream: a role chunk, content chunks, a finish chunk, an optional usage chunk, ``[DONE]``.
 
     Every delta is its own chunk (its own ``data:`` event); the deltas decoded within ``TOKEN_COALESCE_S`` of
     the previous write go out together in the next one, the role chunk with the first text, and ``[DONE]`` with
     the finish chunk unless an idempotent answer is still to be recorded (a client that has seen ``[DONE]`` may
-    retry at once). ``head``: the deltas taken with the turn.
+    retry at once). ``head``: the items taken with the turn; ``text_stage`` turns each batch of token ids into
+    deltas with their events (a turn streamed as ids), else the items are those already.
     """
     common = _common(turn, include_usage)
     # The role chunk goes out with the first text (taken with the turn): one write, one wake-up of the client.
@@ -230,7 +265,8 @@ async def _sse(turn: PreparedTurn, head: list[tuple[StreamDelta, bytes | None]],
     pieces: list[str] = []
     finished: StreamDelta | None = None
     try:
-        async for batch in _after(head, batches):
+        async for items in _after(head, batches):
+            batch = items if text_stage is None else text_stage(items)
             events: list[bytes] = [role] if role else []
             role = b""
             for delta, event in batch:

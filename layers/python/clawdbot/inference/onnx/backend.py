@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from clawdbot.inference.onnx.detokenizer import IncrementalDetokenizer
     from clawdbot.inference.onnx.engine import DecoderEngine
     from clawdbot.inference.onnx.runtime import RuntimeOptions
+    from clawdbot.inference.token_ids import TokenIdStream
     from clawdbot.inference.types import ChatMessage, FinishReason, GenerationParams
 
 logger = logging.getLogger(__name__)
@@ -38,10 +39,12 @@ logger = logging.getLogger(__name__)
 _FAST_TOKEN_S = 0.001
 #: ... of at most this long: a frame of a 60 Hz display, the pace at which an HTTP stream writes
 #: (``clawdbot.api.streaming.TOKEN_COALESCE_S``), so a write carries one group rather than three. A group costs
-#: the decode loop 0.07-0.14 ms here (its text, delta, SSE event and hand-off run cache-cold after ONNX Runtime):
-#: a streamed 128-token turn of the shipped model makes 5-6 groups instead of 14, and its time over the
+#: the decode loop 0.07-0.14 ms here (its text, delta, event and hand-off run cache-cold after ONNX Runtime):
+#: a streamed 128-token turn of the shipped model made 5-6 groups instead of 14, and its time over the
 #: non-streamed turn's went from 2.1 to 1.8 ms (``bench.api_generation``, three runs of each, alternating). The
-#: text reaches the reader no later than the write that carries it would have gone out anyway.
+#: text reaches the reader no later than the write that carries it would have gone out anyway. (The chat API's
+#: own stream now takes token ids instead, ``stream_ids``; text streams serve the SageMaker container and
+#: whoever else iterates ``stream``.)
 _GROUP_S = 1 / 60
 _SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token",
                         "mask_token")
@@ -124,6 +127,22 @@ class OnnxBackend(InferenceBackend):
         # Validate eagerly (context window, parameters): the caller sees the error before any delta.
         prepared = self._prepare(self.encode_prompt(messages), params)
         return self._stream(prepared)
+
+    def stream_ids(self, messages: Sequence[ChatMessage], params: GenerationParams) -> TokenIdStream | None:
+        """The ids of the completion, with this model's detokenizer; ``None`` with stop strings, which are matched
+        on text as each token comes (:meth:`stream`)."""
+        if params.stop:
+            return None
+        from clawdbot.inference.onnx.detokenizer import IncrementalDetokenizer
+        from clawdbot.inference.onnx.sampling import Sampler
+        from clawdbot.inference.token_ids import TokenIdStream
+
+        prepared = self._prepare(self.encode_prompt(messages), params)
+        tokenizer = self.tokenizer
+        tokens = self.engine.generate(prepared.prompt_ids, max_new_tokens=prepared.max_new_tokens,
+                                      sampler=Sampler(params.temperature, params.top_p, params.seed))
+        return TokenIdStream(tokens, eos_ids=self.eos_token_ids, prompt_tokens=len(prepared.prompt_ids),
+                             new_detokenizer=lambda: IncrementalDetokenizer(tokenizer))
 
     def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
         """Whole completion at once. Without stop strings, the text is decoded after the last token rather than

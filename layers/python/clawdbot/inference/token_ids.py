@@ -1,0 +1,59 @@
+"""A completion streamed as token ids, its text made by whoever needs it, on their own thread.
+
+A streamed turn of a fast model on a CPU spends a noticeable share of its decoding thread on text: detokenizing,
+wrapping and handing over each group of tokens costs ~0.1 ms here, and more in what follows, since it evicts
+the model's weights from the core's cache (``bench.api_generation``: a streamed 128-token turn ~1 ms slower than
+with no text made at all). A :class:`TokenIdStream` leaves the decoding thread only the model's loop and the end-
+of-sequence check; the HTTP stream turns the ids into text on the event loop's thread, when it writes, which is
+another core's work (``clawdbot.api.routes.chat``). The text is the same: an :class:`Detokenizer` gives the same
+text for any cut of the ids into groups (``tests/inference/test_onnx_text.py``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from clawdbot.inference.types import FinishReason
+
+
+class Detokenizer(Protocol):
+    """Incremental detokenization: ``extend`` returns the text its ids complete (never half a character)."""
+
+    def extend(self, token_ids: list[int]) -> str: ...
+
+
+class TokenIdStream:
+    """The ids of one completion, end-of-sequence excluded, made as it is iterated (once).
+
+    After the iteration, ``finish_reason`` and ``completion_tokens`` (the end-of-sequence token included, as the
+    text stream counts them) say how it ended; stopping early closes the model's loop, as a text stream does.
+    """
+
+    __slots__ = ("_tokens", "completion_tokens", "eos_ids", "finish_reason", "new_detokenizer", "prompt_tokens")
+
+    def __init__(self, tokens: Iterator[int], *, eos_ids: frozenset[int], prompt_tokens: int,
+                 new_detokenizer: Callable[[], Detokenizer]) -> None:
+        self._tokens = tokens
+        self.eos_ids = eos_ids
+        self.prompt_tokens = prompt_tokens
+        #: A fresh detokenizer for these ids: one per consumer (each keeps its own window).
+        self.new_detokenizer = new_detokenizer
+        self.finish_reason: FinishReason = "length"
+        self.completion_tokens = 0
+
+    def __iter__(self) -> Iterator[int]:
+        tokens, eos = self._tokens, self.eos_ids
+        produced = 0
+        try:
+            for token in tokens:
+                produced += 1
+                if token in eos:
+                    self.finish_reason = "stop"
+                    break
+                yield token
+        finally:
+            self.completion_tokens = produced
+            tokens.close()  # type: ignore[attr-defined]  # a generator: the model's loop ends here
