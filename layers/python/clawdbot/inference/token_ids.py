@@ -5,8 +5,11 @@ wrapping and handing over each group of tokens costs ~0.1 ms here, and more in t
 it evicts the model's weights from the core's cache. A :class:`TokenIdStream` leaves the decoding thread only the
 model's loop and the end-of-sequence check; the HTTP stream turns the ids into text on the event loop's thread,
 when it writes, which is another core's work (``clawdbot.api.routes.chat``). Measured on the shipped model, the
-two kinds of stream interleaved in one server (``bench.api_generation``'s turns, 20 of each, three runs): a
-128-token turn 0.3-0.8 ms shorter at the median, 1.6-2.7 ms on average. The text is the same: a
+two kinds of stream alternating in one server (``bench.api_generation``'s turns, 50 of each, three runs): a
+128-token turn 1.0-2.1 ms shorter on average (the text stream has more slow turns; medians within the noise,
+-1.1 to +0.6 ms), its decoding steps between writes as fast as a non-streamed turn's (0.63 ms here, against
+0.64-0.65 with text made between them), the streamed turn ~1 ms over the non-streamed one against ~2.3. The
+text is the same: a
 :class:`Detokenizer` gives the same text for any cut of the ids into groups (``tests/inference/test_onnx_text.py``).
 """
 
