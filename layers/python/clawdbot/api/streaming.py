@@ -32,9 +32,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 #: Items the worker may produce before the consumer has taken them: a slow reader holds the producer back at
-#: this many. Items are token ids in a streamed turn (``clawdbot.inference.token_ids``): 256 is ~0.1 s of a model
-#: at 0.5 ms per token, and well over what even a model ten times faster makes in one write window.
-MAX_AHEAD = 256
+#: this many. Items are token ids in a streamed turn (``clawdbot.inference.token_ids``): 1024 is ~0.5 s of a model
+#: at 0.5 ms per token, and more than a model at 16 µs per token makes in one write window (``TOKEN_COALESCE_S``),
+#: so only a reader that does not keep up ever holds the model back.
+MAX_AHEAD = 1024
 #: How long a streamed turn holds text that follows the previous write closely, to send it with what is decoded
 #: meanwhile: a write (its wake-up, middleware and system calls, ~0.1 ms of CPU) per display frame (60 Hz) at most
 #: instead of per token, for a model faster than that; a reader sees the text no later than the next frame would
