@@ -44,7 +44,7 @@ def test_a_message_streams_its_reply_and_shows_variant_and_tokens(new_page: Call
     # WHEN a message is sent, and another while the sampled reply is too short to span two writes: the first
     # write carries every token made by the time the server writes (~1 ms after the first), so a reply of a
     # few tokens can arrive in one piece (half the shipped model's replies to a greeting are under 12 tokens)
-    for message in ["Hello! How are you today?"] + ["Explain how to bake bread, step by step, in detail."] * 5:
+    for message in ["Hello! How are you today?"] + ["Explain how to bake bread, step by step, in detail."] * 7:
         page.evaluate("window.__replyLengths = []")
         reply = send(page, message)
         tokens = re.search(r"→ (\d+) tokens", reply.locator(".tokens").inner_text())
