@@ -235,11 +235,8 @@ class ChatService:
 
     def complete(self, turn: PreparedTurn) -> TurnResult:
         completion = self.backend_for(turn).generate(turn.context, turn.params)
-        result = TurnResult(turn, completion.text, completion.finish_reason, completion.prompt_tokens,
-                            completion.completion_tokens, (time.perf_counter() - turn.started) * 1000)
-        self.record(result)
-        self._notify(result)
-        return result
+        return self._conclude(turn, completion.text, completion.finish_reason, completion.prompt_tokens,
+                              completion.completion_tokens)
 
     def stream(self, turn: PreparedTurn) -> Iterator[StreamDelta]:
         """Yield deltas; the turn is recorded after the last one (not at all if the consumer stops early)."""
@@ -253,10 +250,8 @@ class ChatService:
             last = delta
             if delta.finish_reason is None:
                 yield delta
-        result = TurnResult(turn, "".join(pieces), last.finish_reason or "stop", last.prompt_tokens,
-                            last.completion_tokens, (time.perf_counter() - turn.started) * 1000, first_token_ms)
-        self.record(result)
-        self._notify(result)
+        self._conclude(turn, "".join(pieces), last.finish_reason or "stop", last.prompt_tokens,
+                       last.completion_tokens, first_token_ms)
         yield last
 
     def stream_ids(self, turn: PreparedTurn) -> tuple[Iterator[int | StreamDelta], Callable[[], Detokenizer]] | None:
@@ -280,13 +275,19 @@ class ChatService:
                 yield token
         finally:
             tokens.close()  # type: ignore[attr-defined]  # stopped early: the model's loop ends on this thread
-        text = stream.new_detokenizer().extend(ids)
-        result = TurnResult(turn, text, stream.finish_reason, stream.prompt_tokens, stream.completion_tokens,
+        self._conclude(turn, stream.new_detokenizer().extend(ids), stream.finish_reason, stream.prompt_tokens,
+                       stream.completion_tokens, first_token_ms)
+        yield StreamDelta(text="", finish_reason=stream.finish_reason, prompt_tokens=stream.prompt_tokens,
+                          completion_tokens=stream.completion_tokens)
+
+    def _conclude(self, turn: PreparedTurn, text: str, finish_reason: str, prompt_tokens: int,
+                  completion_tokens: int, first_token_ms: float | None = None) -> TurnResult:
+        """The finished turn's result, recorded, then told to the observers: how every way of running a turn ends."""
+        result = TurnResult(turn, text, finish_reason, prompt_tokens, completion_tokens,
                             (time.perf_counter() - turn.started) * 1000, first_token_ms)
         self.record(result)
         self._notify(result)
-        yield StreamDelta(text="", finish_reason=stream.finish_reason, prompt_tokens=stream.prompt_tokens,
-                          completion_tokens=stream.completion_tokens)
+        return result
 
     def _notify(self, result: TurnResult) -> None:
         """Tell the observers; the reply is already made, so an observer's failure is logged, never raised."""
