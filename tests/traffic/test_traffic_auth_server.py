@@ -99,14 +99,16 @@ def test_the_deploy_key_is_the_first_key_and_closes_the_server(serve: Callable[.
                                                                server_env: dict[str, str]) -> None:
     # GIVEN a server configured with the deploy key's hash only (the stack passes the key's secret instead)
     import hashlib
+    import json
 
     deploy_key = "operator-chosen-deploy-key-123"
     env = {**server_env, "CLAWDBOT_BOOTSTRAP_KEY_SHA256": hashlib.sha256(deploy_key.encode()).hexdigest()}
     server = serve(env)
-    # THEN that key works, nothing else does, and it is listed as the first key, named "deploy"
+    # THEN starting stored nothing (the key is imported when first presented: a cold start makes no call for it)
+    assert run_cli(env, "keys", "list", "--json", "--all").stdout.strip() == ""
+    # AND that key works, nothing else does, and it is listed as the first key, named "deploy"
+    assert server.client().get("/v1/models").status_code == 401
     assert server.client(deploy_key).get("/v1/models").status_code == 200
     assert server.client().get("/v1/models").status_code == 401
     listing = run_cli(env, "keys", "list", "--json").stdout.splitlines()
-    import json
-
     assert [json.loads(line)["name"] for line in listing] == ["deploy"]

@@ -12,7 +12,7 @@ import pytest
 from tests.traffic.conftest import create_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     import httpx
@@ -23,16 +23,26 @@ HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ra
            "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
 
 
-def _sdk(server: Server, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.v1, api_key=key, max_retries=0)
+@pytest.fixture
+def sdk() -> Iterator[Callable[[Server, str], openai.OpenAI]]:
+    """OpenAI clients of a server, closed after the test (their pooled connections with them)."""
+    clients: list[openai.OpenAI] = []
+
+    def make(server: Server, key: str) -> openai.OpenAI:
+        clients.append(openai.OpenAI(base_url=server.v1, api_key=key, max_retries=0))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
 
 
-def test_sdk_sees_ratelimit_headers_and_raises_rate_limit_error(serve: Callable[..., Server],
-                                                                 server_env: dict[str, str]) -> None:
+def test_sdk_sees_ratelimit_headers_and_raises_rate_limit_error(
+        serve: Callable[..., Server], server_env: dict[str, str], sdk: Callable[[Server, str], openai.OpenAI]) -> None:
     key = create_key(server_env, "limited", "--requests-per-minute", "3", "--tokens-per-minute", "600",
                      "--daily-tokens", "0")
     server = serve(server_env)
-    client = _sdk(server, key)
+    client = sdk(server, key)
     model = client.models.list().data[0].id  # request 1 of 3
 
     # a chat turn: every x-ratelimit-* header, in OpenAI's names
@@ -64,10 +74,11 @@ def test_sdk_sees_ratelimit_headers_and_raises_rate_limit_error(serve: Callable[
     assert caught.value.code == "rate_limit_exceeded"
 
 
-def test_daily_quota_is_a_429_insufficient_quota(serve: Callable[..., Server], server_env: dict[str, str]) -> None:
+def test_daily_quota_is_a_429_insufficient_quota(serve: Callable[..., Server], server_env: dict[str, str],
+                                                 sdk: Callable[[Server, str], openai.OpenAI]) -> None:
     key = create_key(server_env, "quota", "--tier", "unlimited", "--daily-tokens", "5")
     server = serve(server_env)
-    client = _sdk(server, key)
+    client = sdk(server, key)
     model = client.models.list().data[0].id
     client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi!"}], max_tokens=4)
     with pytest.raises(openai.RateLimitError) as caught:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from clawdbot.chat.service import TurnResult
+    from clawdbot.traffic.deploy_key import DeployKey
     from clawdbot.traffic.keys import ApiKey
     from clawdbot.traffic.keystore.base import KeyStore
     from clawdbot.traffic.ratelimit.base import Decision, RateLimiter
@@ -52,12 +53,14 @@ class TrafficControl:
     """Keys (cached), the rate limiter, and the open/closed decision, shared by the middleware and the turn hook.
 
     ``cache_seconds`` bounds how stale a lookup may be: a revoked key works for at most that long, a new key
-    opens a formerly open server within that long.
+    opens a formerly open server within that long. ``deploy_key``: the deploy's key, imported when it is first
+    presented and not found (``clawdbot.traffic.deploy_key``).
     """
 
     def __init__(self, keys: KeyStore, limiter: RateLimiter, *, always_required: bool,
-                 cache_seconds: float = 10.0) -> None:
+                 cache_seconds: float = 10.0, deploy_key: DeployKey | None = None) -> None:
         self.keys = keys
+        self.deploy_key = deploy_key
         self.limiter = limiter
         self.always_required = always_required
         self.cache_seconds = cache_seconds
@@ -79,6 +82,8 @@ class TrafficControl:
         if hit:
             return key
         key = self.keys.authenticate(plaintext)
+        if key is None and self.deploy_key is not None:
+            key = self.deploy_key.admit(self.keys, plaintext)
         if self.cache_seconds > 0:
             if len(self._by_hash) >= CACHE_LIMIT:
                 self._by_hash.clear()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clawdbot.aws_clients import LazyClient, make_client
+from clawdbot.aws_clients import LazyClient
 
 
 def _dynamodb_config() -> Any:
@@ -22,6 +22,9 @@ def lazy_dynamodb_client(client: Any = None) -> LazyClient:
     return LazyClient("dynamodb", _dynamodb_config, client=client)
 
 
+_secrets = LazyClient("secretsmanager")
+
+
 def read_secret(secret_id: str) -> str:
-    """A Secrets Manager secret's string (the deploy's API key); read at cold start, and after a SnapStart restore."""
-    return str(make_client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
+    """A Secrets Manager secret's string (the deploy's API key: ``clawdbot.traffic.deploy_key``)."""
+    return str(_secrets.get().get_secret_value(SecretId=secret_id)["SecretString"])

@@ -1,10 +1,10 @@
 """Wire traffic control, A/B variants and metrics into an app built by ``clawdbot.api.create_app``.
 
 One call keeps ``create_app`` a list of parts: it builds the key store and rate limiter that match the session
-store, imports the deploy's key, gives the chat service its variants and turn observers, mounts the feedback
-route and ``/metrics``, and adds the middleware. Middleware order, outermost first (``RequestContextMiddleware``,
-added after this, stays outermost): request metrics → keys and rate limits → concurrency cap → routes. So
-401/429 never wait for a slot, and every answer, refusals included, is counted.
+store and the deploy key (imported when first presented), gives the chat service its variants and turn observers,
+mounts the feedback route and ``/metrics``, and adds the middleware. Middleware order, outermost first
+(``RequestContextMiddleware``, added after this, stays outermost): request metrics → keys and rate limits →
+concurrency cap → routes. So 401/429 never wait for a slot, and every answer, refusals included, is counted.
 """
 
 from __future__ import annotations
@@ -18,12 +18,8 @@ if TYPE_CHECKING:
     from clawdbot.config.settings import Settings
     from clawdbot.metrics.recorder import MetricsRecorder
     from clawdbot.traffic.auth import TrafficControl
-    from clawdbot.traffic.keystore.base import KeyStore
 
 logger = logging.getLogger(__name__)
-
-BOOTSTRAP_KEY_NAME = "deploy"
-
 
 def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | None = None) -> TrafficControl:
     from clawdbot.api.routes import feedback
@@ -35,17 +31,18 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
 
     resources = app.state.resources
     keys = build_key_store(settings)
-    if settings.bootstrap_key_sha256:
-        keys.import_hash(settings.bootstrap_key_sha256, name=BOOTSTRAP_KEY_NAME)
-    if secret_arn := settings.api_key_secret_arn:
+    deploy_key = None
+    if settings.bootstrap_key_sha256 or settings.api_key_secret_arn:
         from clawdbot.snapstart import on_restore
+        from clawdbot.traffic.deploy_key import DeployKey
 
-        import_secret_key(keys, secret_arn)
+        # Imported when first presented, not here: a cold start makes no call for it (clawdbot.traffic.deploy_key).
+        deploy_key = DeployKey(key_hash=settings.bootstrap_key_sha256, secret_arn=settings.api_key_secret_arn)
         # With SnapStart this init ran when the version was published; a redeploy with a new key changes only
         # the secret, so each restored environment reads it again.
-        on_restore(lambda: import_secret_key(keys, secret_arn))
+        on_restore(deploy_key.forget)
     traffic = TrafficControl(keys, build_rate_limiter(settings), always_required=keys_always_required(settings),
-                             cache_seconds=settings.key_cache_seconds)
+                             cache_seconds=settings.key_cache_seconds, deploy_key=deploy_key)
     app.state.traffic = traffic
     metrics = build_recorder(settings)
     app.state.metrics = metrics
@@ -65,14 +62,6 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
     app.add_middleware(AuthRateLimitMiddleware, traffic=traffic)
     app.add_middleware(RequestMetricsMiddleware, recorder=metrics)
     return traffic
-
-
-def import_secret_key(keys: KeyStore, secret_arn: str) -> None:
-    """Import the deploy's API key, read from Secrets Manager, as the ``deploy`` key (idempotent)."""
-    from clawdbot.traffic.aws import read_secret
-    from clawdbot.traffic.keys import hash_key
-
-    keys.import_hash(hash_key(read_secret(secret_arn).strip()), name=BOOTSTRAP_KEY_NAME)
 
 
 def build_recorder(settings: Settings) -> MetricsRecorder:
