@@ -142,7 +142,7 @@ def _copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=_IGNORED, dirs_exist_ok=True)
 
 
-def _ignore_unused_services(folder: str, names: list[str]) -> set[str]:
+def ignore_unused_services(folder: str, names: list[str]) -> set[str]:
     """``shutil.copytree`` ignore function: the build host's bytecode, and under ``botocore/data`` the model folder
     of every service not in :data:`BOTOCORE_SERVICES` (its top-level files, endpoints and partitions, stay)."""
     ignored = set(_IGNORED(folder, names))
@@ -165,7 +165,7 @@ class LayerBundling:
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:
         python_dir = Path(output_dir) / "python"
         shutil.copytree(installed_layer_site(self.requirements, self.build_dir), python_dir,
-                        ignore=_ignore_unused_services, dirs_exist_ok=True)
+                        ignore=ignore_unused_services, dirs_exist_ok=True)
         _copy_tree(self.package, python_dir / self.package.name)
         bad = forbidden_packages(python_dir)
         if bad:

@@ -8,7 +8,7 @@ SnapStart (the stack's default for this function) it is built once per published
 from mangum import Mangum
 
 from clawdbot.api.app import create_app
-from clawdbot.api.priming import prime
+from clawdbot.api.priming import prime, prime_clients
 from clawdbot.metrics.observability import instrument
 from clawdbot.snapstart import register_hooks
 
@@ -17,3 +17,5 @@ app = create_app()
 handler = instrument(Mangum(app, lifespan="off"))
 if register_hooks():  # a SnapStart init: what the first request would do lazily is done now, into the snapshot
     prime(app)
+else:  # on demand: the clients every keyed request uses, made now (no network call)
+    prime_clients(app)

@@ -39,3 +39,26 @@ def test_the_handler_imports_without_packages_the_layer_lacks(function: str, tmp
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_cold_start_probe_uses_botocore_with_the_layers_service_models_only(tmp_path: Path) -> None:
+    from bench.coldstart import layer_botocore
+    from cdk.bundling import BOTOCORE_SERVICES
+
+    # GIVEN the botocore the cold-start probes put first on their path
+    site = layer_botocore(tmp_path)
+    assert site is not None
+    data = site / "botocore" / "data"
+    # THEN it holds the service models the layer keeps and no other, with botocore's shared files
+    assert {p.name for p in data.iterdir() if p.is_dir()} == set(BOTOCORE_SERVICES)
+    assert (data / "endpoints.json").is_file() or (data / "endpoints.json.gz").is_file()
+    # AND a process with it first on its path makes a DynamoDB client from it, and fails for a service it lacks
+    code = ("import botocore, botocore.session; s = botocore.session.get_session(); s.create_client('dynamodb'); "
+            "print(botocore.__file__)\ntry:\n    s.create_client('s3')\nexcept Exception as e:\n"
+            "    print(type(e).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "AWS_DEFAULT_REGION": "us-east-1"},
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    path, error = done.stdout.split()
+    assert path.startswith(str(site)) and error == "UnknownServiceError"

@@ -312,6 +312,18 @@ def test_factory_creates_the_table_on_a_local_endpoint(dynamodb_endpoint_env: st
     assert build_store(settings).get("via-factory").next_seq == 2  # idempotent
 
 
+def test_a_table_is_never_created_when_configured_so(dynamodb_endpoint_env: str, client: Any) -> None:
+    # GIVEN DynamoDB Local and CLAWDBOT_DYNAMODB_CREATE_TABLE=false (a table made by other means, as on AWS)
+    settings = Settings(session_store="dynamodb", dynamodb_table="never-made", dynamodb_create_table=False)
+
+    store = build_store(settings)
+
+    # THEN no table was made: the first use is the store's 503, as against a missing table on AWS
+    assert "never-made" not in client.list_tables()["TableNames"]
+    with pytest.raises(StoreUnavailableError):
+        store.get_optional("s")
+
+
 @pytest.mark.parametrize(("env", "local"), [
     ({"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:8000"}, True),
     ({"AWS_ENDPOINT_URL": "http://dynamodb-local:8000"}, True),

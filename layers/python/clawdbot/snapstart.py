@@ -9,13 +9,14 @@ every cold start (docs/performance.md). Two kinds of state in the snapshot would
   the jittered retry back-offs (DynamoDB conditional-write retries, the rate limiter's) would be identical in
   all of them: the synchronized retries jitter exists to prevent. It is reseeded from the OS after restore.
   (``uuid4``, ``secrets`` and ``os.urandom`` read the kernel each call and are unaffected.)
-* **What changed since the publish.** Init reads the deploy's API key from Secrets Manager; a redeploy with a
-  new ``--api-key`` changes the secret without publishing a new version, so the import is redone after each
-  restore (:func:`on_restore`), as it is done at each cold start without SnapStart.
-* **Open connections.** Init talks to DynamoDB (the deploy key's import) or Redis, so sockets sit in the clients'
-  pools. Hours later, in another microVM, the peer has long forgotten them; a request sent on one can wait for a
-  timeout instead of failing fast. Before the snapshot every pooled connection is closed; each client reconnects
-  on its next call.
+* **What changed since the publish.** The deploy's API key lives in Secrets Manager, and a redeploy with a new
+  ``--api-key`` changes the secret without publishing a new version: a hash of it read before the snapshot is
+  dropped after each restore (:func:`on_restore`; ``clawdbot.traffic.deploy_key`` reads it when a key it does not
+  know is first presented).
+* **Open connections.** Init (priming) or the requests before the snapshot may leave sockets to DynamoDB or Redis
+  in the clients' pools. Hours later, in another microVM, the peer has long forgotten them; a request sent on one
+  can wait for a timeout instead of failing fast. Before the snapshot every pooled connection is closed; each
+  client reconnects on its next call.
 
 What the first request would otherwise do lazily (clients, FastAPI's per-route state) is done during a SnapStart
 init by ``clawdbot.api.priming``, so that it is in the snapshot too.

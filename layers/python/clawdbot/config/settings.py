@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".clawdbot")
     session_ttl_seconds: int | None = Field(default=24 * 3600, ge=60)
     dynamodb_table: str = "clawdbot-sessions"
+    #: Create the sessions table if it is missing (a DescribeTable at start). Unset: only against a local
+    #: endpoint (DynamoDB Local), never against AWS, where the table belongs to the stack.
+    dynamodb_create_table: bool | None = None
     redis_url: str | None = None
 
     # --- inference
@@ -65,7 +68,7 @@ class Settings(BaseSettings):
     bind_host: str = "127.0.0.1"
     #: How long a process trusts what it read about a key; a revocation takes at most this long to apply.
     key_cache_seconds: float = Field(default=10.0, ge=0)
-    #: SHA-256 (hex) of the deploy's API key, stored as the first key at start-up (idempotent).
+    #: SHA-256 (hex) of the deploy's API key, stored as the first key when first presented (idempotent).
     bootstrap_key_sha256: str | None = None
     #: Secrets Manager secret holding the deploy's API key (plaintext), imported the same way (by its hash).
     api_key_secret_arn: str | None = None

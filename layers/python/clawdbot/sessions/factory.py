@@ -46,10 +46,10 @@ def local_dynamodb_endpoint() -> str | None:
 def build_store(settings: Settings, *, create_table: bool | None = None) -> SessionStore:
     """The store for ``settings.session_store``.
 
-    ``create_table`` (DynamoDB only) creates a missing table first. By default it does so only against a local
-    endpoint (``local_dynamodb_endpoint``), so ``clawdbot serve`` next to DynamoDB Local just works, while the
-    deployed stack's table, which belongs to CloudFormation, is never created, and a Lambda cold start makes no
-    extra call.
+    ``create_table`` (DynamoDB only; default ``settings.dynamodb_create_table``) creates a missing table first.
+    Unset, it does so only against a local endpoint (``local_dynamodb_endpoint``), so ``clawdbot serve`` next to
+    DynamoDB Local just works, while the deployed stack's table, which belongs to CloudFormation, is never created,
+    and a Lambda cold start makes no extra call.
     """
     config = store_config(settings)
     kind = settings.session_store
@@ -61,6 +61,8 @@ def build_store(settings: Settings, *, create_table: bool | None = None) -> Sess
         from clawdbot.sessions.dynamodb import DynamoDBSessionStore
 
         store = DynamoDBSessionStore(settings.dynamodb_table, config)
+        if create_table is None:
+            create_table = settings.dynamodb_create_table
         if create_table or (create_table is None and local_dynamodb_endpoint() is not None):
             ensure_dynamodb_table(store.client, settings.dynamodb_table)
         return store
