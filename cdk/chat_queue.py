@@ -16,6 +16,8 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.aws_lambda_event_sources import SqsEventSource
 from constructs import Construct
 
+from cdk.config import TURN_BUDGET_SECONDS, WORKER_MODEL_ATTEMPTS, WORKER_MODEL_READ_TIMEOUT_SECONDS
+
 if TYPE_CHECKING:
     from aws_cdk import aws_kms as kms
 
@@ -24,11 +26,6 @@ if TYPE_CHECKING:
 
 MAX_RECEIVE_COUNT = 3
 VISIBILITY_FACTOR = 6
-#: The longest one queued turn may take: one model call at the SageMaker backend's 70 s read timeout (SageMaker
-#: itself cuts a generation at 60 s) plus the store's writes. The worker starts no further record of a batch with
-#: less than this left, so a slow batch hands its unstarted turns back (visible again at once) instead of hitting
-#: the Lambda timeout (a function error, an alarm, and every record of the batch redelivered, finished ones too).
-TURN_BUDGET_SECONDS = 80
 
 
 class ChatQueue(Construct):
@@ -78,8 +75,14 @@ class ChatQueue(Construct):
 
     @staticmethod
     def worker_environment() -> dict[str, str]:
-        """The worker's own settings: how long a turn may take (``CLAWDBOT_QUEUE_TURN_BUDGET_SECONDS``)."""
-        return {"CLAWDBOT_QUEUE_TURN_BUDGET_SECONDS": str(TURN_BUDGET_SECONDS)}
+        """The worker's own settings: its model calls' read timeout and attempts, and so how long a turn may take
+        (``CLAWDBOT_QUEUE_TURN_BUDGET_SECONDS``, ``cdk.config.TURN_BUDGET_SECONDS``): the worker starts no further
+        record of a batch with less than that left, so a slow batch hands its unstarted turns back (visible again
+        at once) instead of hitting the Lambda timeout (a function error, an alarm, and every record of the batch
+        redelivered, finished ones too)."""
+        return {"CLAWDBOT_SAGEMAKER_READ_TIMEOUT": str(WORKER_MODEL_READ_TIMEOUT_SECONDS),
+                "CLAWDBOT_SAGEMAKER_MAX_ATTEMPTS": str(WORKER_MODEL_ATTEMPTS),
+                "CLAWDBOT_QUEUE_TURN_BUDGET_SECONDS": str(TURN_BUDGET_SECONDS)}
 
     def environment(self) -> dict[str, str]:
         """The queue for the API; its redrive limit for the worker, which gives a turn up on that delivery (stored

@@ -79,6 +79,19 @@ class ApiQuota(_Strict):
     snapstart: bool = True
 
 
+#: The queue worker's model calls: SageMaker's read timeout (above SageMaker's own 60 s cut, so it fires only on a
+#: stuck network) and botocore's attempts (throttling and 5xx retries come back fast; a timeout is retried too).
+#: The stack sets both on the worker, so its turn budget below is computed from what the worker does.
+WORKER_MODEL_READ_TIMEOUT_SECONDS = 70
+WORKER_MODEL_ATTEMPTS = 3
+#: The longest one queued turn may take: every attempt of its model call timing out, plus the store's writes. The
+#: worker starts no further record of a batch with less than this left of its invocation, and the first record
+#: always runs, so the worker's timeout must hold one whole turn (checked by :class:`Quota`).
+TURN_BUDGET_SECONDS = WORKER_MODEL_ATTEMPTS * WORKER_MODEL_READ_TIMEOUT_SECONDS + 10
+#: What a worker's timeout must leave beyond one turn's budget (its init on a cold start, the batch's bookkeeping).
+WORKER_TIMEOUT_MARGIN_SECONDS = 20
+
+
 class WorkerQuota(_Strict):
     memory_mb: int = Field(ge=128, le=10_240)
     #: Lambda's limit is 900 s, and the queue's visibility (6x this) may not exceed SQS's 12 hours.
@@ -171,6 +184,12 @@ class Quota(_Strict):
     def _fits_sqs(self) -> Quota:
         if self.worker.timeout_seconds * 6 > 43_200:
             raise ValueError("worker.timeout_seconds x 6 (the queue's visibility timeout) exceeds SQS's 12 hours")
+        least = TURN_BUDGET_SECONDS + WORKER_TIMEOUT_MARGIN_SECONDS
+        if self.worker.timeout_seconds < least:
+            raise ValueError(
+                f"worker.timeout_seconds must be at least {least}: one queued turn may take {TURN_BUDGET_SECONDS} s "
+                f"({WORKER_MODEL_ATTEMPTS} attempts of its model call at a {WORKER_MODEL_READ_TIMEOUT_SECONDS} s read "
+                f"timeout, and the store), and the Lambda timeout must not cut it off")
         return self
 
 

@@ -94,6 +94,21 @@ def test_worker_timeout_must_fit_the_queue_visibility(tmp_path: Path) -> None:
         load_quota(_write(tmp_path, quota))
 
 
+def test_worker_timeout_must_hold_one_whole_turn(tmp_path: Path) -> None:
+    from cdk.config import TURN_BUDGET_SECONDS, WORKER_TIMEOUT_MARGIN_SECONDS
+
+    quota = _preset("small")
+    least = TURN_BUDGET_SECONDS + WORKER_TIMEOUT_MARGIN_SECONDS
+    quota["worker"]["timeout_seconds"] = least
+    assert load_quota(_write(tmp_path, quota)).worker.timeout_seconds == least
+    # 120 s (the presets' former value) cannot hold three 70 s attempts of a model call
+    quota["worker"]["timeout_seconds"] = 120
+    with pytest.raises(ConfigError, match=rf"worker\.timeout_seconds must be at least {least}"):
+        load_quota(_write(tmp_path, quota))
+    for name in ("small", "medium", "large", "shared-gpu"):  # every preset holds one
+        assert _preset(name)["worker"]["timeout_seconds"] >= least
+
+
 def test_model_path_forms(tmp_path: Path) -> None:
     source = parse_model("s3://my-models/clawdbot/v3/model.tar.gz")
     assert (source.s3_bucket, source.s3_key) == ("my-models", "clawdbot/v3/model.tar.gz")

@@ -199,8 +199,12 @@ def test_worker_starts_no_turn_it_has_no_time_left_for(synthesized: Synthesized,
 
     _app_settings(synthesized, "ChatWorkerFunction", monkeypatch)
     budget = WorkerConfig().turn_budget_seconds
-    # a turn's budget covers one model call at the backend's read timeout, and fits in the worker's timeout
-    assert budget is not None and SageMakerConfig().read_timeout < budget < QUOTA.worker.timeout_seconds
+    model = SageMakerConfig()  # the worker's model calls, as it reads its variables
+    worker = synthesized.raw["Resources"][_logical_id(synthesized, "AWS::Lambda::Function", "ChatWorkerFunction")]
+    # a turn's budget covers every attempt of its model call timing out (a stuck network), and the whole turn fits
+    # in the worker's Lambda timeout, so the timeout never cuts a turn off (the first record of a batch always runs)
+    assert budget is not None and model.max_attempts * model.read_timeout < budget
+    assert budget < worker["Properties"]["Timeout"] == QUOTA.worker.timeout_seconds
 
 
 def test_worker_reports_batch_item_failures(synthesized: Synthesized, template: Template) -> None:
