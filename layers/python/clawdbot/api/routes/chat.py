@@ -88,7 +88,7 @@ async def chat_completions(
             raise
         turn, _, text_stage = head[0]
         headers = _turn_headers(turn)
-        return StreamingResponse(
+        return _EventStream(
             _sse(turn, head[1:], batches, include_usage, claim, headers, text_stage), media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
     # One thread hop for the whole blocking turn (store reads, model, append), not one per step.
@@ -185,6 +185,33 @@ async def _replayed_sse(completion: dict[str, Any], include_usage: bool) -> Asyn
         yield _event(chunk_dict(delta={}, with_choice=False,
                                 usage=usage_dict(usage["prompt_tokens"], usage["completion_tokens"]), **common))
     yield _DONE
+
+
+class _Last(bytes):
+    """The stream's last bytes (those with ``[DONE]``): sent as the end of the response."""
+
+
+class _EventStream(StreamingResponse):
+    """A :class:`StreamingResponse` that sends a :class:`_Last` chunk as the end of the response, in one write with
+    the chunked encoding's terminator, and only then closes the iterator (its clean-up: the decoding thread's
+    return, the turn's claim).
+
+    Starlette sends an empty end after the iterator is exhausted: a second write, and a second wake-up of the
+    client, after the iterator's clean-up, all before the client has the whole response (~0.2 ms of a streamed
+    turn here). A stream that yields no ``_Last`` ends as Starlette's does.
+    """
+
+    async def stream_response(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        iterator = self.body_iterator
+        async for chunk in iterator:
+            if isinstance(chunk, _Last):
+                await send({"type": "http.response.body", "body": bytes(chunk), "more_body": False})
+                with anyio.CancelScope(shield=True):  # the client has it all: a disconnect now cancels nothing
+                    await iterator.aclose()  # type: ignore[attr-defined]
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _turn_headers(turn: PreparedTurn) -> dict[str, str]:
@@ -284,7 +311,7 @@ async def _sse(turn: PreparedTurn, head: list[Any], batches: AsyncIterator[list[
                 if claim is None:  # nothing left to record: the end goes out with the last chunk, in one write
                     events.append(_DONE)
             if events:
-                yield b"".join(events)
+                yield _Last(b"".join(events)) if events[-1] is _DONE else b"".join(events)
         if role:  # no delta at all (cannot happen: the final delta is always there), still a well-formed stream
             yield role
     except ClawdbotError as exc:
@@ -304,7 +331,7 @@ async def _sse(turn: PreparedTurn, head: list[Any], batches: AsyncIterator[list[
             else:
                 await run_in_threadpool(claim.release, RuntimeError("the stream did not finish"))
     if finished is None or claim is not None:
-        yield _DONE
+        yield _Last(_DONE)
 
 
 async def _after(head: list[Any], batches: AsyncIterator[list[Any]]) -> AsyncIterator[list[Any]]:
