@@ -116,3 +116,12 @@ def test_package_refuses_a_broken_folder(llama_dir: Path, tmp_path: Path) -> Non
     archive = tmp_path / "model.tar.gz"
     assert main(["model", "package", str(broken), str(archive)]) != 0
     assert not archive.exists()
+
+
+def test_a_command_error_is_a_message_when_run_as_a_module(tmp_path: Path) -> None:
+    # ``python -m clawdbot.cli.main`` runs the file as __main__, a second copy of the module: the commands' errors
+    # must still be caught as the console script catches them (a message and status 2, not a traceback)
+    done = subprocess.run([sys.executable, "-m", "clawdbot.cli.main", "serve", "--port", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "clawdbot: error: --port must be between 1 and 65535, got 0\n"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import openai
 import pytest
 
-from tests.traffic.conftest import create_key, run_cli
+from tests.traffic.conftest import create_key, free_port, run_cli
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -112,3 +114,14 @@ def test_the_deploy_key_is_the_first_key_and_closes_the_server(serve: Callable[.
     assert server.client().get("/v1/models").status_code == 401
     listing = run_cli(env, "keys", "list", "--json").stdout.splitlines()
     assert [json.loads(line)["name"] for line in listing] == ["deploy"]
+
+
+def test_a_malformed_deploy_key_hash_stops_the_server_with_a_clear_error(server_env: dict[str, str]) -> None:
+    # GIVEN a deploy key "hash" that is not a SHA-256 (it would never match a key, and the server would be shut)
+    env = {**server_env, "CLAWDBOT_BOOTSTRAP_KEY_SHA256": "operator-chosen-deploy-key-123"}
+    # WHEN the server starts THEN it refuses, naming the setting, with a usage error's status and no traceback
+    done = subprocess.run([sys.executable, "-m", "clawdbot.cli.main", "serve", "--port", str(free_port())], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "invalid configuration" in done.stderr and "bootstrap_key_sha256" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -116,6 +116,9 @@ def test_an_unreadable_secret_is_a_503_and_is_not_read_again_at_once(key_store: 
     assert len(reads) == 2
 
 
-def test_a_deploy_key_needs_its_hash_or_its_secret() -> None:
+def test_a_deploy_key_needs_its_hash_or_its_secret_and_a_hash_must_be_one() -> None:
     with pytest.raises(ValueError, match="hash or its secret"):
         DeployKey()
+    with pytest.raises(ValueError, match="64 hex characters"):
+        DeployKey(key_hash="not-a-sha256")
+    assert DeployKey(key_hash=hash_key(DEPLOY).upper()).key_hash == hash_key(DEPLOY)

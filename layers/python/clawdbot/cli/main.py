@@ -56,4 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m clawdbot.cli.main`` runs this file as ``__main__``, a second copy of the module: the commands raise
+    # the package module's CommandError, which this copy's ``except`` would not catch (a traceback, not a message).
+    from clawdbot.cli.main import main as package_main
+
+    sys.exit(package_main())

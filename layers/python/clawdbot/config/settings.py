@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     #: How long a process trusts what it read about a key; a revocation takes at most this long to apply.
     key_cache_seconds: float = Field(default=10.0, ge=0)
     #: SHA-256 (hex) of the deploy's API key, stored as the first key when first presented (idempotent).
-    bootstrap_key_sha256: str | None = None
+    bootstrap_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     #: Secrets Manager secret holding the deploy's API key (plaintext), imported the same way (by its hash).
     api_key_secret_arn: str | None = None
     #: Local server: requests in flight at once (0 = no cap; on Lambda reserved concurrency caps instead).

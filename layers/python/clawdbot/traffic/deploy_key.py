@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from clawdbot.exceptions import ServiceUnavailableError
-from clawdbot.traffic.keys import hash_key, hashes_match
+from clawdbot.traffic.keys import hash_key, hashes_match, looks_like_sha256
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,6 +51,8 @@ class DeployKey:
         if key_hash is None and secret_arn is None:
             raise ValueError("a deploy key needs its hash or its secret")
         self.key_hash = key_hash.strip().lower() if key_hash else None
+        if self.key_hash is not None and not looks_like_sha256(self.key_hash):  # a deployment mistake: fail at start
+            raise ValueError("CLAWDBOT_BOOTSTRAP_KEY_SHA256 must be the key's SHA-256: 64 hex characters")
         self.secret_arn = secret_arn
         self.refresh_seconds = refresh_seconds
         self._read_secret = read_secret

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | None = None) -> TrafficControl:
     from clawdbot.api.routes import feedback
     from clawdbot.metrics.recorder import RequestMetricsMiddleware
