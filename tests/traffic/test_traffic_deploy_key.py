@@ -116,6 +116,24 @@ def test_an_unreadable_secret_is_a_503_and_is_not_read_again_at_once(key_store: 
     assert len(reads) == 2
 
 
+def test_with_a_hash_and_a_secret_the_hash_never_waits_for_the_secret(key_store: KeyStore) -> None:
+    reads: list[str] = []
+
+    def unreachable(arn: str) -> str:
+        reads.append(arn)
+        raise ConnectionError("Secrets Manager is down")
+
+    deploy = DeployKey(key_hash=hash_key(DEPLOY), secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:x",
+                       read_secret=unreachable)
+    # the key given by its hash is admitted without reading the secret, even while the secret cannot be read
+    record = deploy.admit(key_store, DEPLOY)
+    assert record is not None and record.name == DEPLOY_KEY_NAME and reads == []
+    # another key may be the secret's: that one needs the secret, and says it is unavailable
+    with pytest.raises(ServiceUnavailableError):
+        deploy.admit(key_store, "cb-maybe-the-secrets-key-0123456789")
+    assert len(reads) == 1
+
+
 def test_a_deploy_key_needs_its_hash_or_its_secret_and_a_hash_must_be_one() -> None:
     with pytest.raises(ValueError, match="hash or its secret"):
         DeployKey()

@@ -66,10 +66,11 @@ class DeployKey:
         """The stored record of ``plaintext`` if it is the deploy key (imported now if missing) and active;
         ``None`` for any other key. Call it for a key the store does not have."""
         presented = hash_key(plaintext)
-        for expected in self._expected():
-            if hashes_match(expected, presented):
-                record = keys.import_hash(expected, name=DEPLOY_KEY_NAME)
-                return record if record.active else None
+        # The given hash first: a key that matches it never waits for (or fails with) the secret.
+        if self.key_hash is not None and hashes_match(self.key_hash, presented):
+            return self._import(keys, self.key_hash)
+        if self.secret_arn is not None and hashes_match(expected := self._secret(), presented):
+            return self._import(keys, expected)
         return None
 
     def forget(self) -> None:
@@ -78,11 +79,10 @@ class DeployKey:
             self._secret_hash = None
             self._read_at = self._failed_at = -float("inf")
 
-    def _expected(self) -> list[str]:
-        hashes = [self.key_hash] if self.key_hash else []
-        if self.secret_arn is not None:
-            hashes.append(self._secret())
-        return hashes
+    @staticmethod
+    def _import(keys: KeyStore, key_hash: str) -> ApiKey | None:
+        record = keys.import_hash(key_hash, name=DEPLOY_KEY_NAME)
+        return record if record.active else None
 
     def _secret(self) -> str:
         with self._lock:
