@@ -76,10 +76,8 @@ print(json.dumps(report))
 #: exist (404) - the key, the rate limiter's bucket and the session store, each on a client the init may or may not
 #: have made. What init leaves to the first request shows here, so the two are reported side by side and summed.
 _FIRST_REQUEST = """
-from clawdbot.testing import load_event
 from clawdbot.testing.context import LambdaContext
-event = load_event("session-read")
-event["headers"] = {{**event["headers"], "authorization": "Bearer {key}"}}
+event = json.loads({event!r})
 context = LambdaContext(function_name="clawdbot-chat_api", memory_limit_in_mb="1024")
 from functions.chat_api import handler as module
 began = time.perf_counter()
@@ -87,6 +85,16 @@ answer = module.handler(event, context)
 report["first_request_ms"] = (time.perf_counter() - began) * 1000
 report["first_request_status"] = answer["statusCode"]
 """
+
+
+def keyed_session_read() -> dict[str, Any]:
+    """The sample read of a session that does not exist, with the deploy key: a request that needs the key, the
+    rate limiter's bucket and the session store, and no model (inference is SageMaker's in this set-up)."""
+    from clawdbot.testing.events import load_event
+
+    event = load_event("session-read")
+    event["headers"] = {**event["headers"], "authorization": f"Bearer {DEPLOY_KEY}"}
+    return event
 
 
 def layer_botocore(scratch: Path) -> Path | None:
@@ -129,8 +137,10 @@ def _lambda_env(bundle: Path, endpoint: str, name: str, site: Path | None = None
 
 
 def _probe(name: str, env: dict[str, str], blocked: list[str], importtime: bool = False,
-           target: str | None = None) -> tuple[dict[str, Any], str]:
-    after = _FIRST_REQUEST.format(key=DEPLOY_KEY) if name == "chat_api" and not target and not importtime else ""
+           target: str | None = None, first_request: bool = False) -> tuple[dict[str, Any], str]:
+    """One fresh process importing ``target`` (default: the handler); with ``first_request``, chat_api's first
+    request is timed after it (:data:`_FIRST_REQUEST`)."""
+    after = _FIRST_REQUEST.format(event=json.dumps(keyed_session_read())) if first_request else ""
     cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-c",
            _PROBE.format(target=target or f"import functions.{name}.handler", heavy=HEAVY, blocked=blocked,
                          after=after)]
@@ -184,13 +194,16 @@ def cold_starts(runs: int, scratch: Path, blocked: list[str]) -> dict[str, Any]:
         ensure_dynamodb_table(client, TABLE)
         for name in FUNCTIONS:
             env = _lambda_env(bundle, endpoint, name, site)
-            _probe(name, env, blocked)  # the first run warms the OS file cache, as a provisioned Lambda image is warm
+            first_request = name == "chat_api"
+            # The first run warms the OS file cache, as a provisioned Lambda image is warm (and its first request
+            # imports the deploy key, which every later one finds, as in a deployed stack after its first use).
+            _probe(name, env, blocked, first_request=first_request)
             samples = []
             floor = []
             first: list[float] = []
             heavy: list[str] = []
             for _ in range(runs):  # each handler run next to a run of its frameworks alone
-                result, _ = _probe(name, env, blocked)
+                result, _ = _probe(name, env, blocked, first_request=first_request)
                 samples.append(result["ms"])
                 heavy = result["heavy"]
                 if "first_request_ms" in result:
@@ -241,8 +254,7 @@ def snapstart_restore(env: dict[str, str], runs: int) -> dict[str, Any]:
     from clawdbot.local import invoke_function
     from clawdbot.testing.events import load_event
 
-    session_read = load_event("session-read")
-    session_read["headers"] = {**session_read["headers"], "authorization": f"Bearer {DEPLOY_KEY}"}
+    session_read = keyed_session_read()
     restore, init, first, first_store = [], [], [], []
     for _ in range(max(1, runs // 2)):
         for event, durations in ((load_event("chat-completion"), first), (session_read, first_store)):
