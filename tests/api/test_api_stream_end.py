@@ -87,6 +87,10 @@ def test_the_last_chunk_ends_the_response_and_the_turn_is_still_recorded(
     if idempotent:  # the claimed answer was recorded: the same request is answered from it
         replayed = _call(app, body, headers)
         assert dict(replayed[0]["headers"]).get(b"idempotent-replayed") == b"true"
+        replayed_bodies = [m for m in replayed[1:] if m["type"] == "http.response.body"]
+        assert [m.get("more_body", False) for m in replayed_bodies][-1:] == [False]  # the replay ends the same way
+        assert sum(not m.get("more_body", False) for m in replayed_bodies) == 1
+        assert replayed_bodies[-1]["body"].endswith(b"data: [DONE]\n\n")
         replay_text = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content", "")
                               for e in _events(replayed)[:-1] if json.loads(e[6:])["choices"])
         assert replay_text == text

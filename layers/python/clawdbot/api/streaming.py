@@ -52,11 +52,10 @@ _END = object()
 class _Handoff:
     """Items passed from the worker thread to the loop under one lock; the loop is woken only if it waits."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_ahead: int = MAX_AHEAD) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.lock = threading.Lock()
-        self.room = threading.Condition(self.lock)  # the producer waits here while max_ahead items are untaken
-        self.max_ahead = max_ahead
+        self.room = threading.Condition(self.lock)  # the producer waits here while MAX_AHEAD items are untaken
         self.items: list[Any] = []
         self.done: object | BaseException | None = None  # _END or the iterator's exception, after the items
         self.waiter: asyncio.Future[None] | None = None
@@ -64,10 +63,10 @@ class _Handoff:
         self.stop = threading.Event()
 
     def put(self, item: Any) -> bool:
-        """Hand ``item`` over, waiting while ``max_ahead`` are untaken; False (item dropped) once the consumer
+        """Hand ``item`` over, waiting while ``MAX_AHEAD`` are untaken; False (item dropped) once the consumer
         has left. One lock per item: a streamed turn puts every token id."""
         with self.lock:
-            while len(self.items) >= self.max_ahead:
+            while len(self.items) >= MAX_AHEAD:
                 if self.stop.is_set():
                     return False
                 self.room.wait(_WAIT_S)
@@ -105,7 +104,7 @@ class _Handoff:
             with self.lock:
                 if self.done is not None or (self.items and loop.time() >= not_before):
                     items, self.items = self.items, []
-                    if len(items) >= self.max_ahead:
+                    if len(items) >= MAX_AHEAD:
                         self.room.notify()
                     return items, self.done
                 waiter = self.waiter = loop.create_future()

@@ -168,8 +168,8 @@ def _replay(record: dict[str, Any], body: ChatCompletionRequest) -> Response:
     if not body.stream:
         return JSONResponse(completion, headers=headers)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(_replayed_sse(completion, include_usage), media_type="text/event-stream",
-                             headers={**headers, "cache-control": "no-cache"})
+    return _EventStream(_replayed_sse(completion, include_usage), media_type="text/event-stream",
+                        headers={**headers, "cache-control": "no-cache"})
 
 
 async def _replayed_sse(completion: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
@@ -184,7 +184,7 @@ async def _replayed_sse(completion: dict[str, Any], include_usage: bool) -> Asyn
         usage = completion["usage"]
         yield _event(chunk_dict(delta={}, with_choice=False,
                                 usage=usage_dict(usage["prompt_tokens"], usage["completion_tokens"]), **common))
-    yield _DONE
+    yield _Last(_DONE)
 
 
 class _Last(bytes):
