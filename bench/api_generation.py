@@ -143,7 +143,10 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
         finally:
             conn.close()
 
-    with serve("api", scratch, backend="onnx", model_dir=model_dir, bare_route=True) as server:
+    # Every round repeats one prompt: with the prefix cache both the API and the bare loop would skip its prefill,
+    # which measures the benchmark's repetition, not the API (bench.prefix_cache measures the cache).
+    with serve("api", scratch, backend="onnx", model_dir=model_dir, bare_route=True,
+               env={"CLAWDBOT_PREFIX_CACHE_MB": "0"}) as server:
         asyncio.run(rounds(server))
 
     def rate(row: tuple[float | None, float, int]) -> float:

@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     threads = args.threads or default_threads(
         sum(p.stat().st_size for p in args.model_dir.glob("model.onnx*") if p.is_file()))
-    options = RuntimeOptions(threads=threads, providers=("CPUExecutionProvider",))
+    # No prefix cache: each case repeats one prompt, and onnxruntime-genai has none to compare with.
+    options = RuntimeOptions(threads=threads, providers=("CPUExecutionProvider",), prefix_cache_bytes=0)
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
 
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as scratch_name:

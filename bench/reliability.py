@@ -69,7 +69,9 @@ def run_full_soak(seconds: float, workers: int, scratch: Path, store_kind: str =
 
     model_dir = Path(os.environ.get("CLAWDBOT_MODEL_DIR", DEFAULT_MODEL_DIR))
     env = {**base_env(scratch / "soak-data", model_dir), "CLAWDBOT_SESSION_STORE": store_kind,
-           "CLAWDBOT_MAX_BODY_BYTES": str(SOAK_MAX_BODY_BYTES)}
+           "CLAWDBOT_MAX_BODY_BYTES": str(SOAK_MAX_BODY_BYTES),
+           # the prefix cache fills to its size by design: kept small, what grows is a leak (test_reliability_soak)
+           "CLAWDBOT_PREFIX_CACHE_MB": "1"}
     with contextlib.ExitStack() as stack:
         if store_kind == "sqlite":
             from clawdbot.sessions.sqlite import SQLiteSessionStore

@@ -44,9 +44,10 @@ def _backend(kind: str, model_dir: Path) -> InferenceBackend:
         from bench.instant import InstantBackend
 
         return InstantBackend(model_dir)
+    from clawdbot.config.settings import Settings
     from clawdbot.inference.onnx import OnnxBackend
 
-    return OnnxBackend(model_dir)
+    return OnnxBackend.from_settings(Settings(model_dir=model_dir))  # CLAWDBOT_PREFIX_CACHE_MB applies
 
 
 def direct_app(backend: InferenceBackend) -> Any:

@@ -53,15 +53,16 @@ def _clawdbot() -> list[str]:
 
 
 @contextlib.contextmanager
-def clawdbot_serve(data_dir: Path) -> Iterator[Server]:
-    """``clawdbot serve`` on a free loopback port until the block ends."""
+def clawdbot_serve(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``clawdbot serve`` on a free loopback port until the block ends (``env``: ``CLAWDBOT_*`` settings)."""
     from bench.serving import Server
     from tests.fixtures.servers import free_port
 
     port = free_port()
+    settings = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAWDBOT_")}
-    env["CLAWDBOT_DATA_DIR"] = str(data_dir)
-    log = data_dir.parent / "serve.log"
+    env |= settings | {"CLAWDBOT_DATA_DIR": str(data_dir)}
+    log = data_dir.parent / f"serve-{data_dir.name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([*_clawdbot(), "serve", "--port", str(port), "--log-level", "warning"], cwd=REPO,
                                 env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -144,6 +144,11 @@ def test_two_turn_session_builds_context_from_stored_history(client: openai.Open
     expected = [ChatMessage("user", first_q), ChatMessage("assistant", first_reply), ChatMessage("user", second_q)]
     assert second.usage.prompt_tokens == backend.count_prompt_tokens(expected)
     assert second.usage.prompt_tokens > backend.count_prompt_tokens([ChatMessage("user", second_q)])
+    # AND the engine computed only what the first turn had not: its prompt and reply came from the prefix
+    # cache (all of them, but for a reply token or two that tokenizes differently as text), reported as OpenAI does
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens <= cached < second.usage.prompt_tokens
 
     # AND the transcript holds both turns, in order
     transcript = http.get(f"/v1/sessions/{session_id}").json()
@@ -151,6 +156,22 @@ def test_two_turn_session_builds_context_from_stored_history(client: openai.Open
         ("user", first_q), ("assistant", first_reply), ("user", second_q),
         ("assistant", second.choices[0].message.content)]
     assert [m["seq"] for m in transcript["messages"]["data"]] == [0, 1, 2, 3]
+
+
+def test_a_streamed_session_turn_reports_its_cached_prompt_tokens(client: openai.OpenAI, http: httpx.Client,
+                                                                  model_id: str) -> None:
+    # GIVEN a session with one turn
+    headers = {"x-session-id": http.post("/v1/sessions", json={}).json()["id"]}
+    first = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "Hello, Ada here!"}],
+                                           max_tokens=6, temperature=0, extra_headers=headers)
+    # WHEN the next turn streams, with usage
+    stream = client.chat.completions.create(
+        model=model_id, messages=[{"role": "user", "content": "Remember me?"}], max_tokens=6, temperature=0,
+        stream=True, stream_options={"include_usage": True}, extra_headers=headers)
+    usage = [chunk.usage for chunk in stream if chunk.usage is not None]
+    # THEN its usage says the prompt's start (the first turn) was not computed again
+    assert len(usage) == 1
+    assert first.usage.prompt_tokens <= usage[0].prompt_tokens_details.cached_tokens < usage[0].prompt_tokens
 
 
 def test_user_field_continues_a_conversation(client: openai.OpenAI, model_id: str, backend) -> None:

@@ -202,5 +202,6 @@ def test_a_turn_stored_by_a_request_that_died_before_recording_its_answer_is_not
     assert retry.status_code == 200 and retry.headers["idempotent-replayed"] == "true"
     answer = retry.json()
     assert (answer["id"], answer["choices"][0]["message"]["content"]) == (turn_id, "Yes, it did.")
-    assert answer["usage"] == {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
+    assert answer["usage"] == {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16,
+                               "prompt_tokens_details": {"cached_tokens": 0}}
     assert len(read_transcript(store, session_id)) == 2

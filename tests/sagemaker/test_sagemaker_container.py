@@ -132,8 +132,13 @@ def test_streamed_invocation_is_openai_server_sent_events(container: Container) 
     assert finishes == [whole["choices"][0]["finish_reason"]]
     # The last chunk carries usage and no choices; the text is the non-streamed answer's (greedy decoding).
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert chunks[-1].usage.model_dump() == {**whole["usage"], "completion_tokens_details": None,
-                                             "prompt_tokens_details": None}
+    usage = chunks[-1].usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
+        whole["usage"]["prompt_tokens"], whole["usage"]["completion_tokens"], whole["usage"]["total_tokens"])
+    # the same prompt again: all of it but its last token (whose logits give the first token) came from the
+    # prefix cache the non-streamed request left
+    assert usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == whole["usage"]["prompt_tokens"] - 1
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
         whole["choices"][0]["message"]["content"]
 

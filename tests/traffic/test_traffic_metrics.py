@@ -60,6 +60,7 @@ def test_prometheus_endpoint_serves_the_catalogue(serve: Callable[..., Server], 
     variant = frozenset({("variant", "default")})
     assert samples[("clawdbot_turns_total", variant)] == 1
     assert samples[("clawdbot_tokens_total", variant)] == usage["total_tokens"]
+    assert samples[("clawdbot_cached_prompt_tokens_total", variant)] == usage["prompt_tokens_details"]["cached_tokens"]
     assert samples[("clawdbot_time_to_first_token_seconds_count", variant)] == 1
     assert samples[("clawdbot_tokens_per_second_count", variant)] == 1
     assert samples[("clawdbot_satisfaction_score_sum", variant)] == 4

@@ -91,7 +91,8 @@ def recorded_completion(store: SessionStore, session_id: str, turn_id: str, wind
                 completion_id=turn_id, created=int(entry.created_at), model=str(facts.get("model", "")),
                 text=entry.content, finish_reason=str(facts.get("finish_reason", "stop")),
                 prompt_tokens=int(facts.get("prompt_tokens", 0)),
-                completion_tokens=int(facts.get("completion_tokens", 0)))
+                completion_tokens=int(facts.get("completion_tokens", 0)),
+                cached_tokens=int(facts.get("cached_tokens", 0)))
     return None
 
 

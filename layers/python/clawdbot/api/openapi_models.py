@@ -28,10 +28,16 @@ class ErrorResponse(_Open):
     error: ErrorDetail
 
 
+class PromptTokensDetails(_Open):
+    #: Prompt tokens the engine took from its prefix cache (a session's last turn), not computed again.
+    cached_tokens: int = Field(ge=0)
+
+
 class Usage(_Open):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
     total_tokens: int = Field(ge=0)
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class AssistantMessage(_Open):

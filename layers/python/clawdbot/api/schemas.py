@@ -93,16 +93,18 @@ class CreateSessionRequest(BaseModel):
 
 
 # ---------------------------------------------------------------------------- response shapes
-def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage_dict(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object; ``cached_tokens``: prompt tokens served from the engine's prefix cache."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
 def completion_dict(*, completion_id: str, created: int, model: str, text: str, finish_reason: str,
-                    prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+                    prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -115,12 +117,12 @@ def completion_dict(*, completion_id: str, created: int, model: str, text: str, 
             "logprobs": None,
             "finish_reason": finish_reason,
         }],
-        "usage": usage_dict(prompt_tokens, completion_tokens),
+        "usage": usage_dict(prompt_tokens, completion_tokens, cached_tokens),
     }
 
 
 def chunk_dict(*, completion_id: str, created: int, model: str, delta: dict[str, Any],
-               finish_reason: str | None = None, usage: dict[str, int] | None = None,
+               finish_reason: str | None = None, usage: dict[str, Any] | None = None,
                with_choice: bool = True, include_usage_field: bool = False) -> dict[str, Any]:
     chunk: dict[str, Any] = {
         "id": completion_id,

@@ -89,6 +89,8 @@ class TurnResult:
     latency_ms: float
     #: Time to the first streamed token (``None`` for a non-streamed turn).
     first_token_ms: float | None = None
+    #: Prompt tokens the engine took from its prefix cache (the last turn's), not computed again.
+    cached_tokens: int = 0
 
 
 def user_session_id(user: str, owner: str | None) -> str:
@@ -236,7 +238,7 @@ class ChatService:
     def complete(self, turn: PreparedTurn) -> TurnResult:
         completion = self.backend_for(turn).generate(turn.context, turn.params)
         return self._conclude(turn, completion.text, completion.finish_reason, completion.prompt_tokens,
-                              completion.completion_tokens)
+                              completion.completion_tokens, cached_tokens=completion.cached_tokens)
 
     def stream(self, turn: PreparedTurn) -> Iterator[StreamDelta]:
         """Yield deltas; the turn is recorded after the last one (not at all if the consumer stops early)."""
@@ -251,7 +253,7 @@ class ChatService:
             if delta.finish_reason is None:
                 yield delta
         self._conclude(turn, "".join(pieces), last.finish_reason or "stop", last.prompt_tokens,
-                       last.completion_tokens, first_token_ms)
+                       last.completion_tokens, first_token_ms, last.cached_tokens)
         yield last
 
     def stream_ids(self, turn: PreparedTurn) -> tuple[Iterator[int | StreamDelta], Callable[[], Detokenizer]] | None:
@@ -276,15 +278,15 @@ class ChatService:
         finally:
             tokens.close()  # type: ignore[attr-defined]  # stopped early: the model's loop ends on this thread
         self._conclude(turn, stream.new_detokenizer().extend(ids), stream.finish_reason, stream.prompt_tokens,
-                       stream.completion_tokens, first_token_ms)
+                       stream.completion_tokens, first_token_ms, stream.cached_tokens)
         yield StreamDelta(text="", finish_reason=stream.finish_reason, prompt_tokens=stream.prompt_tokens,
-                          completion_tokens=stream.completion_tokens)
+                          completion_tokens=stream.completion_tokens, cached_tokens=stream.cached_tokens)
 
     def _conclude(self, turn: PreparedTurn, text: str, finish_reason: str, prompt_tokens: int,
-                  completion_tokens: int, first_token_ms: float | None = None) -> TurnResult:
+                  completion_tokens: int, first_token_ms: float | None = None, cached_tokens: int = 0) -> TurnResult:
         """The finished turn's result, recorded, then told to the observers: how every way of running a turn ends."""
         result = TurnResult(turn, text, finish_reason, prompt_tokens, completion_tokens,
-                            (time.perf_counter() - turn.started) * 1000, first_token_ms)
+                            (time.perf_counter() - turn.started) * 1000, first_token_ms, cached_tokens)
         self.record(result)
         self._notify(result)
         return result
@@ -312,6 +314,8 @@ class ChatService:
         }
         if result.first_token_ms is not None:
             facts["first_token_ms"] = round(result.first_token_ms, 3)
+        if result.cached_tokens:
+            facts["cached_tokens"] = result.cached_tokens
         entries = [NewEntry(m.role, m.content, turn_id=turn.turn_id) for m in turn.new_entries]
         entries.append(NewEntry("assistant", result.text, turn_id=turn.turn_id, attributes=facts))
         self.store.append(turn.session_id, entries, create=turn.create_session, owner=turn.owner)

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     inference: Literal["local", "sagemaker"] = "local"
     model_dir: Path = DEFAULT_MODEL_DIR
     model_name: str | None = None
+    #: MiB of finished turns' KV caches the local engine keeps, so a session's next turn computes only its new
+    #: tokens, not its whole history again (``clawdbot.inference.onnx.prefix_cache``); 0 turns it off.
+    prefix_cache_mb: int = Field(default=256, ge=0)
     sagemaker_endpoint: str | None = None
     #: Largest completion when the client sets no max_tokens.
     default_max_tokens: int = Field(default=256, ge=1)

@@ -65,6 +65,7 @@ class InferenceBackend(ABC):
             finish_reason=last.finish_reason or "stop",
             prompt_tokens=last.prompt_tokens,
             completion_tokens=last.completion_tokens,
+            cached_tokens=last.cached_tokens,
         )
 
     def prime(self) -> None:  # noqa: B027 - optional hook

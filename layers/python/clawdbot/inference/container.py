@@ -219,7 +219,7 @@ def create_app(loader: Callable[[], InferenceBackend], *, max_concurrency: int,
                     if item.finish_reason is not None:
                         yield sse_event(chunk_body(delta={}, finish_reason=item.finish_reason, **ids))
                         if chat.include_usage:
-                            usage = usage_body(item.prompt_tokens, item.completion_tokens)
+                            usage = usage_body(item.prompt_tokens, item.completion_tokens, item.cached_tokens)
                             yield sse_event(chunk_body(usage=usage, **ids))
                     item = await queue.get()
                 yield SSE_DONE
@@ -274,15 +274,20 @@ def _produce(start: Callable[[], Iterator[StreamDelta]], queue: asyncio.Queue[ob
 
 
 # --------------------------------------------------------------------------------------------- serve
-def load_onnx_backend(model_dir: Path, *, model_id: str | None = None, threads: int | None = None) -> InferenceBackend:
+def load_onnx_backend(model_dir: Path, *, model_id: str | None = None, threads: int | None = None,
+                      prefix_cache_mb: int | None = None) -> InferenceBackend:
     """The shipped engine: ONNX Runtime on the model folder (imported here: it pulls in onnxruntime/numpy).
 
     Threads default to the CPUs the container may use (cgroup-aware); the provider is CUDA when the image has
-    onnxruntime-gpu and the instance a GPU, else CPU.
+    onnxruntime-gpu and the instance a GPU, else CPU. The prefix cache (CPU only) keeps the last turns' KV caches
+    for prompts that continue them: a session's next turn reaches the same instance often enough to matter.
     """
     from clawdbot.inference.onnx import OnnxBackend, RuntimeOptions
+    from clawdbot.inference.onnx.runtime import DEFAULT_PREFIX_CACHE_MB
 
-    return OnnxBackend(model_dir, model_id=model_id, options=RuntimeOptions(threads=threads))
+    megabytes = DEFAULT_PREFIX_CACHE_MB if prefix_cache_mb is None else prefix_cache_mb
+    return OnnxBackend(model_dir, model_id=model_id,
+                       options=RuntimeOptions(threads=threads, prefix_cache_bytes=megabytes << 20))
 
 
 def default_concurrency() -> int:
@@ -313,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-concurrency", type=int, default=_env_int("CLAWDBOT_CONTAINER_CONCURRENCY"),
                         help="generations run at once "
                              "(default: $CLAWDBOT_CONTAINER_CONCURRENCY, else the CPUs available, at least 2)")
+    parser.add_argument("--prefix-cache-mb", type=int, default=_env_int("CLAWDBOT_PREFIX_CACHE_MB"),
+                        help="MiB of finished turns' KV caches kept for prompts that continue them, 0 for none "
+                             "(default: $CLAWDBOT_PREFIX_CACHE_MB, else 256)")
     parser.add_argument("serve", nargs="?", help=argparse.SUPPRESS)  # `docker run IMAGE serve` with an ENTRYPOINT
     return parser
 
@@ -342,7 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(lambda: load_onnx_backend(model_dir, model_id=args.model_name, threads=args.threads),
+    if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
+        build_parser().error("--prefix-cache-mb must be 0 or more")
+    app = create_app(lambda: load_onnx_backend(model_dir, model_id=args.model_name, threads=args.threads,
+                                               prefix_cache_mb=args.prefix_cache_mb),
                      max_concurrency=max_concurrency,
                      on_load_error=stop)
     config = uvicorn.Config(

@@ -180,12 +180,19 @@ def _number(body: Mapping[str, object], name: str, default: float, low: float, h
 
 
 # --------------------------------------------------------------------------------------------- responses
-def usage_body(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage_body(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object; ``cached_tokens``: prompt tokens served from the engine's prefix cache."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
+
+
+def _cached_tokens(usage: Mapping[str, Any]) -> int:
+    """``usage.prompt_tokens_details.cached_tokens``, 0 where an endpoint does not report it."""
+    return int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
 
 
 def completion_body(completion: Completion, *, completion_id: str, model: str, created: int) -> dict[str, Any]:
@@ -204,7 +211,7 @@ def completion_body(completion: Completion, *, completion_id: str, model: str, c
                 "finish_reason": completion.finish_reason,
             }
         ],
-        "usage": usage_body(completion.prompt_tokens, completion.completion_tokens),
+        "usage": usage_body(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens),
     }
 
 
@@ -215,7 +222,7 @@ def chunk_body(
     created: int,
     delta: Mapping[str, str] | None = None,
     finish_reason: FinishReason | None = None,
-    usage: Mapping[str, int] | None = None,
+    usage: Mapping[str, Any] | None = None,
     include_usage: bool = False,
 ) -> dict[str, Any]:
     """An OpenAI ``chat.completion.chunk``; with ``usage`` it is the final usage-only chunk (no choices)."""
@@ -244,6 +251,7 @@ def parse_completion_body(body: object) -> Completion:
             finish_reason=_finish_reason(choice.get("finish_reason")) or "stop",
             prompt_tokens=int(usage["prompt_tokens"]),
             completion_tokens=int(usage["completion_tokens"]),
+            cached_tokens=_cached_tokens(usage),
         )
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise UpstreamError(f"The model endpoint returned a malformed chat completion ({exc!r}).") from exc
@@ -271,6 +279,7 @@ class StreamChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int = 0
 
 
 def parse_chunk(payload: str) -> StreamChunk | None:
@@ -288,7 +297,8 @@ def parse_chunk(payload: str) -> StreamChunk | None:
             finish = _finish_reason(choice.get("finish_reason"))
         usage = chunk.get("usage")
         if usage:
-            return StreamChunk(text, finish, int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
+            return StreamChunk(text, finish, int(usage["prompt_tokens"]), int(usage["completion_tokens"]),
+                               _cached_tokens(usage))
         return StreamChunk(text, finish)
     except ClawdbotError:
         raise

@@ -223,7 +223,7 @@ class SageMakerBackend(InferenceBackend):
         """
         decoder = SSEDecoder()
         finish: FinishReason | None = None
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = cached_tokens = 0
 
         def payloads() -> Iterator[str]:
             for event in events:
@@ -238,7 +238,7 @@ class SageMakerBackend(InferenceBackend):
                 if finish is None:
                     raise UpstreamError("The model endpoint ended its stream without a finish reason.")
                 yield StreamDelta(text="", finish_reason=finish, prompt_tokens=prompt_tokens,
-                                  completion_tokens=completion_tokens)
+                                  completion_tokens=completion_tokens, cached_tokens=cached_tokens)
                 return
             if chunk.text:
                 yield StreamDelta(text=chunk.text)
@@ -246,6 +246,7 @@ class SageMakerBackend(InferenceBackend):
                 finish = chunk.finish_reason
             if chunk.prompt_tokens is not None:
                 prompt_tokens, completion_tokens = chunk.prompt_tokens, chunk.completion_tokens or 0
+                cached_tokens = chunk.cached_tokens
         raise UpstreamError("The model endpoint's stream broke off before [DONE].")
 
 

@@ -29,6 +29,10 @@ class Detokenizer(Protocol):
     def extend(self, token_ids: list[int]) -> str: ...
 
 
+class _CachedTokens(Protocol):
+    cached_tokens: int
+
+
 class TokenIdStream:
     """The ids of one completion, end-of-sequence excluded, made as it is iterated (once).
 
@@ -36,17 +40,24 @@ class TokenIdStream:
     text stream counts them) say how it ended; stopping early closes the model's loop, as a text stream does.
     """
 
-    __slots__ = ("_tokens", "completion_tokens", "eos_ids", "finish_reason", "new_detokenizer", "prompt_tokens")
+    __slots__ = ("_report", "_tokens", "completion_tokens", "eos_ids", "finish_reason", "new_detokenizer",
+                 "prompt_tokens")
 
     def __init__(self, tokens: Iterator[int], *, eos_ids: frozenset[int], prompt_tokens: int,
-                 new_detokenizer: Callable[[], Detokenizer]) -> None:
+                 new_detokenizer: Callable[[], Detokenizer], report: _CachedTokens | None = None) -> None:
         self._tokens = tokens
+        self._report = report
         self.eos_ids = eos_ids
         self.prompt_tokens = prompt_tokens
         #: A fresh detokenizer for these ids: one per consumer (each keeps its own window).
         self.new_detokenizer = new_detokenizer
         self.finish_reason: FinishReason = "length"
         self.completion_tokens = 0
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens the engine did not compute again (known once the first id is made)."""
+        return 0 if self._report is None else self._report.cached_tokens
 
     def __iter__(self) -> Iterator[int]:
         tokens, eos = self._tokens, self.eos_ids

@@ -31,6 +31,9 @@ class Completion:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    #: Prompt tokens not computed again: the engine reused a finished run's cache for them (OpenAI's
+    #: ``usage.prompt_tokens_details.cached_tokens``).
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +45,4 @@ class StreamDelta:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+    cached_tokens: int = 0

@@ -48,7 +48,8 @@ class MetricsRecorder:
         """A chat-service observer: the turn's service and business metrics, and the latency guard."""
         variant = result.turn.variant
         values: dict[str, float] = {"Turns": 1, "TurnLatency": result.latency_ms,
-                                    "Tokens": result.prompt_tokens + result.completion_tokens}
+                                    "Tokens": result.prompt_tokens + result.completion_tokens,
+                                    "CachedPromptTokens": result.cached_tokens}
         if result.first_token_ms is not None:
             values["TimeToFirstToken"] = result.first_token_ms
         if result.latency_ms > 0 and result.completion_tokens:

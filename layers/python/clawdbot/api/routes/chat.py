@@ -117,7 +117,7 @@ def _complete(chat: ChatService, request: TurnRequest, claim: Claim | None) -> t
     payload = completion_dict(
         completion_id=turn.turn_id, created=turn.created, model=turn.model, text=result.text,
         finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens)
+        completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens)
     if claim is not None:
         claim.succeed(payload, headers)
     return payload, headers
@@ -183,7 +183,9 @@ async def _replayed_sse(completion: dict[str, Any], include_usage: bool) -> Asyn
     if include_usage:
         usage = completion["usage"]
         yield _event(chunk_dict(delta={}, with_choice=False,
-                                usage=usage_dict(usage["prompt_tokens"], usage["completion_tokens"]), **common))
+                                usage=usage_dict(usage["prompt_tokens"], usage["completion_tokens"],
+                                                 usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)),
+                                **common))
     yield _Last(_DONE)
 
 
@@ -306,7 +308,8 @@ async def _sse(turn: PreparedTurn, head: list[Any], batches: AsyncIterator[list[
                 events.append(_event(chunk_dict(delta={}, finish_reason=delta.finish_reason, **common)))
                 if include_usage:
                     events.append(_event(chunk_dict(
-                        delta={}, with_choice=False, usage=usage_dict(delta.prompt_tokens, delta.completion_tokens),
+                        delta={}, with_choice=False, usage=usage_dict(delta.prompt_tokens, delta.completion_tokens,
+                                                                   delta.cached_tokens),
                         **common)))
                 if claim is None:  # nothing left to record: the end goes out with the last chunk, in one write
                     events.append(_DONE)
@@ -327,7 +330,7 @@ async def _sse(turn: PreparedTurn, head: list[Any], batches: AsyncIterator[list[
                 await run_in_threadpool(claim.succeed, completion_dict(
                     completion_id=turn.turn_id, created=turn.created, model=turn.model, text="".join(pieces),
                     finish_reason=finished.finish_reason or "stop", prompt_tokens=finished.prompt_tokens,
-                    completion_tokens=finished.completion_tokens), headers)
+                    completion_tokens=finished.completion_tokens, cached_tokens=finished.cached_tokens), headers)
             else:
                 await run_in_threadpool(claim.release, RuntimeError("the stream did not finish"))
     if finished is None or claim is not None:

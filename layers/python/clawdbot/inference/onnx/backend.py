@@ -89,7 +89,10 @@ class OnnxBackend(InferenceBackend):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OnnxBackend:
-        return cls(settings.model_dir, model_id=settings.model_name)
+        from clawdbot.inference.onnx.runtime import RuntimeOptions
+
+        return cls(settings.model_dir, model_id=settings.model_name,
+                   options=RuntimeOptions(prefix_cache_bytes=settings.prefix_cache_mb << 20))
 
     def _eos_ids(self) -> list[int]:
         ids = list(self.folder.eos_token_ids())
@@ -134,15 +137,17 @@ class OnnxBackend(InferenceBackend):
         if params.stop:
             return None
         from clawdbot.inference.onnx.detokenizer import IncrementalDetokenizer
+        from clawdbot.inference.onnx.engine import RunReport
         from clawdbot.inference.onnx.sampling import Sampler
         from clawdbot.inference.token_ids import TokenIdStream
 
         prepared = self._prepare(self.encode_prompt(messages), params)
         tokenizer = self.tokenizer
+        report = RunReport()
         tokens = self.engine.generate(prepared.prompt_ids, max_new_tokens=prepared.max_new_tokens,
-                                      sampler=Sampler(params.temperature, params.top_p, params.seed))
+                                      sampler=Sampler(params.temperature, params.top_p, params.seed), report=report)
         return TokenIdStream(tokens, eos_ids=self.eos_token_ids, prompt_tokens=len(prepared.prompt_ids),
-                             new_detokenizer=lambda: IncrementalDetokenizer(tokenizer))
+                             new_detokenizer=lambda: IncrementalDetokenizer(tokenizer), report=report)
 
     def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
         """Whole completion at once. Without stop strings, the text is decoded after the last token rather than
@@ -154,7 +159,8 @@ class OnnxBackend(InferenceBackend):
             return super().generate(messages, params)
         ids = list(stream)
         return Completion(text=stream.new_detokenizer().extend(ids), finish_reason=stream.finish_reason,
-                          prompt_tokens=stream.prompt_tokens, completion_tokens=stream.completion_tokens)
+                          prompt_tokens=stream.prompt_tokens, completion_tokens=stream.completion_tokens,
+                          cached_tokens=stream.cached_tokens)
 
     # ------------------------------------------------------------------ generation
     def _prepare(self, prompt_ids: list[int], params: GenerationParams) -> _Prepared:
@@ -182,6 +188,7 @@ class OnnxBackend(InferenceBackend):
         the event loop: ~25 us here) is paid per group, not per token. The first token and the tokens of a
         slower model come one by one; a stop string must be seen at its token, so with one they always do."""
         from clawdbot.inference.onnx.detokenizer import IncrementalDetokenizer
+        from clawdbot.inference.onnx.engine import RunReport
         from clawdbot.inference.onnx.sampling import Sampler
         from clawdbot.inference.onnx.stopping import StopMatcher
 
@@ -195,8 +202,9 @@ class OnnxBackend(InferenceBackend):
         produced = 0
         pending: list[int] = []  # grouped tokens not yet detokenized
         flushed = previous = float("-inf")
+        report = RunReport()
         tokens = self.engine.generate(prepared.prompt_ids, max_new_tokens=prepared.max_new_tokens,
-                                      sampler=sampler)
+                                      sampler=sampler, report=report)
         try:
             for token in tokens:
                 produced += 1
@@ -225,7 +233,7 @@ class OnnxBackend(InferenceBackend):
         yield from _deltas(detokenizer, pending)
         tail = "" if stopper.stopped else stopper.flush()
         yield StreamDelta(text=tail, finish_reason=finish, prompt_tokens=len(prepared.prompt_ids),
-                          completion_tokens=produced)
+                          completion_tokens=produced, cached_tokens=report.cached_tokens)
 
     def close(self) -> None:
         """Drop the session; the backend is unusable afterwards."""

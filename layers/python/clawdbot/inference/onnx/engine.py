@@ -17,11 +17,19 @@ or a pointer) and the KV cache. Two cache layouts, chosen by what the graph does
 
 At load, :meth:`DecoderEngine.supports_in_place_cache` runs two tiny steps in place and compares their logits
 with a cache-less run; only a graph that gets them right is driven in place.
+
+With a :class:`~clawdbot.inference.onnx.prefix_cache.PrefixCache` (on CPU), a finished run's buffers are kept with
+the ids they hold, and the next prompt that starts with some of them prefills only the rest: a chat session's
+next turn computes its new message, not its whole history again. Taken over whole when the prompt continues the
+stored run and it has room, copied (the shared prefix only) into a new run otherwise, so another conversation's
+stored run stays for its own next turn. :meth:`DecoderEngine.supports_prefix_reuse` checks at load that the graph
+continues a cache with several tokens at once as a cache-less run computes them.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from clawdbot.inference.exceptions import InferenceError
@@ -34,16 +42,30 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
     from clawdbot.inference.onnx.model_folder import ModelFolder
+    from clawdbot.inference.onnx.prefix_cache import Entry, PrefixCache
     from clawdbot.inference.onnx.runtime import RuntimeOptions
 
 logger = logging.getLogger(__name__)
+
+#: With a prefix cache, a new run's positions are rounded up to this (within the model's context): the session's
+#: next turn, a little longer, then usually fits the same buffers and takes them over without a copy.
+_ROOM = 128
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What a :meth:`DecoderEngine.generate` call found, filled in as it starts (its first token)."""
+
+    #: Prompt tokens taken from the prefix cache, not computed.
+    cached_tokens: int = 0
 
 
 class DecoderEngine:
     """Runs a decoder graph. Thread-safe: all per-request state lives in the generator of :meth:`generate`."""
 
     def __init__(self, session: ort.InferenceSession, spec: GraphSpec, *, device: str = "cpu",
-                 in_place_cache: bool | None = None) -> None:
+                 in_place_cache: bool | None = None, prefix_cache_bytes: int = 0,
+                 max_capacity: int | None = None) -> None:
         import numpy as np
 
         self.session = session
@@ -56,8 +78,17 @@ class DecoderEngine:
         self._logits_dtype = np.dtype(spec.logits_dtype)
         self.vocab_size = spec.vocab_size or int(self.forward([0]).shape[-1])
         self.in_place_cache = self.supports_in_place_cache() if in_place_cache is None else in_place_cache
-        logger.debug("decoder: %d layers, %d kv heads x %d, %s cache, %s KV cache", spec.num_layers,
-                     spec.kv_heads, spec.head_dim, spec.kv_dtype, "in-place" if self.in_place_cache else "concat")
+        #: Positions a run may hold (the model's context); with a prefix cache, runs get room up to it.
+        self.max_capacity = max_capacity
+        self.prefix_cache: PrefixCache | None = None
+        if prefix_cache_bytes > 0 and device == "cpu" and self.supports_prefix_reuse():
+            from clawdbot.inference.onnx.prefix_cache import PrefixCache
+
+            self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        logger.debug("decoder: %d layers, %d kv heads x %d, %s cache, %s KV cache, prefix cache %s",
+                     spec.num_layers, spec.kv_heads, spec.head_dim, spec.kv_dtype,
+                     "in-place" if self.in_place_cache else "concat",
+                     f"{prefix_cache_bytes >> 20} MiB" if self.prefix_cache else "off")
 
     @classmethod
     def from_folder(cls, folder: ModelFolder, options: RuntimeOptions | None = None) -> DecoderEngine:
@@ -69,13 +100,15 @@ class DecoderEngine:
                             attention_lengths=options.direct_attention_lengths)
         session, device = create_session(folder.graph_path, options, graph_bytes=rewritten)
         spec = GraphSpec.from_io(session.get_inputs(), session.get_outputs(), folder)
-        return cls(session, spec, device=device)
+        return cls(session, spec, device=device, prefix_cache_bytes=options.prefix_cache_bytes,
+                   max_capacity=folder.context_length)
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompt_ids: Sequence[int], *, max_new_tokens: int, sampler: Callable[[np.ndarray], int],
-                 use_cache: bool = True) -> Iterator[int]:
+                 use_cache: bool = True, report: RunReport | None = None) -> Iterator[int]:
         """Yield up to ``max_new_tokens`` sampled ids. Lazy: each next() runs one step, so a caller that stops
-        iterating (EOS, stop string, client gone) costs no further compute. EOS is the caller's business."""
+        iterating (EOS, stop string, client gone) costs no further compute. EOS is the caller's business.
+        ``report`` is told how many prompt tokens came from the prefix cache."""
         if not prompt_ids:
             raise InferenceError("cannot generate from an empty prompt")
         if max_new_tokens <= 0:
@@ -83,10 +116,58 @@ class DecoderEngine:
         if not use_cache:
             yield from self._generate_without_cache(prompt_ids, max_new_tokens, sampler)
             return
+        if self.prefix_cache is not None:
+            yield from self._generate_reusing(self.prefix_cache, prompt_ids, max_new_tokens, sampler, report)
+            return
         run = _Run(self, capacity=len(prompt_ids) + max_new_tokens, in_place=self.in_place_cache)
         token = sampler(run.prefill(prompt_ids))
         yield token
         yield from run.decode(token, max_new_tokens - 1, sampler)
+
+    def _generate_reusing(self, cache: PrefixCache, prompt_ids: Sequence[int], max_new_tokens: int,
+                          sampler: Callable[[np.ndarray], int], report: RunReport | None) -> Iterator[int]:
+        """:meth:`generate` on a run that starts from the longest stored prefix of the prompt (at least its last
+        token is computed: its logits give the first token), stored again when the caller is done with it: at
+        the end, or when it stops iterating. A run that failed is not stored (its buffers may be half written)."""
+        needed = len(prompt_ids) + max_new_tokens
+        entry, common = cache.take(prompt_ids, len(prompt_ids) - 1)
+        run = self._run_from(cache, entry, common, needed)
+        if report is not None:
+            report.cached_tokens = run.length
+        kept = False
+        try:
+            token = sampler(run.prefill(prompt_ids, past=run.length))
+            yield token
+            yield from run.decode(token, max_new_tokens - 1, sampler)
+            kept = True
+        except GeneratorExit:
+            kept = True
+            raise
+        finally:
+            if kept:
+                cache.put(run.fed, run, run.nbytes)
+
+    def _run_from(self, cache: PrefixCache, entry: Entry | None, common: int, needed: int) -> _Run:
+        """A run with room for ``needed`` positions holding the first ``common`` ids of ``entry``'s (none without
+        an entry). The stored run itself when the prompt continues it (all but its last block at most: a reply
+        tokenized again may differ at its end) and it has the room; else a new one with a copy of the prefix,
+        the stored run going back to the cache if it was another conversation's."""
+        from clawdbot.inference.onnx.prefix_cache import BLOCK
+
+        stored: _Run | None = entry.value if entry is not None else None
+        continues = entry is not None and common >= len(entry.ids) - BLOCK
+        if stored is not None and continues and stored.capacity >= needed:
+            stored.truncate(common)
+            return stored
+        capacity = needed
+        if self.max_capacity is not None and needed <= self.max_capacity:
+            capacity = min(self.max_capacity, -(-needed // _ROOM) * _ROOM)  # room for the next turn or two
+        run = _Run(self, capacity=capacity, in_place=self.in_place_cache)
+        if entry is not None and stored is not None:
+            run.load_prefix(stored, common)
+            if not continues:
+                cache.put(entry.ids, stored, entry.nbytes)
+        return run
 
     def _generate_without_cache(self, prompt_ids: Sequence[int], max_new_tokens: int,
                                 sampler: Callable[[np.ndarray], int]) -> Iterator[int]:
@@ -123,6 +204,24 @@ class DecoderEngine:
         return self.session.run([spec.logits], feeds)[0][0]
 
     # ------------------------------------------------------------------ cache layout detection
+    def supports_prefix_reuse(self) -> bool:
+        """Whether a cache holding one token, continued with two at once, gives the logits of a cache-less run
+        (what a prompt that starts with a stored prefix needs)."""
+        import numpy as np
+
+        probe = [1, min(2, self.vocab_size - 1), min(3, self.vocab_size - 1)]
+        try:
+            run = _Run(self, capacity=4, in_place=self.in_place_cache)
+            run.prefill(probe[:1])
+            got = run.prefill(probe, past=1).astype(np.float32)
+        except Exception as exc:  # ORT shape errors have no dedicated type
+            logger.debug("prefix reuse not supported: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            return False
+        expected = self.forward(probe)[-1].astype(np.float32)
+        tolerance = 1e-2 if self._kv_dtype == np.float16 else 1e-4
+        scale = max(1.0, float(np.abs(expected).max()))
+        return bool(np.allclose(got, expected, atol=tolerance * scale, rtol=tolerance))
+
     def supports_in_place_cache(self) -> bool:
         """Whether the graph writes its present into a shared past/present buffer correctly (fused attention).
 
@@ -183,11 +282,14 @@ class _Binding:
 
 
 class _Run:
-    """One request's buffers and IO binding. Not shared between threads."""
+    """One request's buffers and IO binding. Not shared between threads (a stored one belongs to the cache).
 
-    __slots__ = ("_bind", "_buffers", "_flip", "_keep", "_logits_row", "_mask", "_mask_ptr", "_pos_ptr",
-                 "_positions", "_run_options", "_seqlens", "_spec", "_step_logits", "_token", "_total", "device",
-                 "engine", "in_place", "length")
+    ``fed`` are the ids whose keys and values the cache holds, ``length`` of them.
+    """
+
+    __slots__ = ("_bind", "_buffers", "_flip", "_keep", "_kv", "_logits_row", "_mask", "_mask_ptr", "_pos_ptr",
+                 "_positions", "_run_options", "_seqlens", "_spec", "_step_logits", "_token", "_total", "capacity",
+                 "device", "engine", "fed", "in_place", "length", "nbytes")
 
     def __init__(self, engine: DecoderEngine, *, capacity: int, in_place: bool,
                  run_options: ort.RunOptions | None = None) -> None:
@@ -197,7 +299,9 @@ class _Run:
         self.engine = engine
         self.in_place = in_place
         self.device = engine.device
+        self.capacity = capacity
         self.length = 0  # tokens in the cache
+        self.fed: list[int] = []
         self._spec = spec
         self._bind = _Binding(engine.session, engine.device)
         self._run_options = run_options
@@ -209,7 +313,7 @@ class _Run:
         # Raw addresses, read once: ``ndarray.ctypes`` builds an object on every access.
         self._mask_ptr = int(self._mask.ctypes.data)
         self._pos_ptr = int(self._positions.ctypes.data)
-        self._keep: list[Any] = []  # owners of memory bound by pointer
+        self._keep: list[Any] = []  # owners of the last prefill's memory bound by pointer
         self._flip = 0
         # A graph taking the attention lengths directly: two int32 buffers bound once, rewritten every step.
         self._seqlens = np.zeros((1,), dtype=np.int32)
@@ -221,44 +325,87 @@ class _Run:
         # Per tensor: 1 buffer (in place) or 2 alternating buffers (concat), each holding `capacity` positions.
         shape = (1, spec.kv_heads, capacity, spec.head_dim)
         copies = 1 if in_place else 2
-        self._buffers: list[list[int]] = [
+        self._kv: list[list[Any]] = [
             [self._alloc(shape) for _ in range(copies)] for _layer in spec.layers for _kv in range(2)
         ]
+        self._buffers: list[list[int]] = [[self._address(owner) for owner in tensor] for tensor in self._kv]
+        self.nbytes = len(self._kv) * copies * int(np.prod(shape)) * engine._kv_dtype.itemsize
 
-    def _alloc(self, shape: tuple[int, ...]) -> int:
+    def _alloc(self, shape: tuple[int, ...]) -> Any:
         import numpy as np
 
         zeros = np.zeros(shape, dtype=self.engine._kv_dtype)
         if self.device == "cpu":
-            self._keep.append(zeros)
-            return int(zeros.ctypes.data)
+            return zeros
         import onnxruntime as ort
 
-        value = ort.OrtValue.ortvalue_from_numpy(zeros, self.device, 0)
-        self._keep.append(value)
-        return int(value.data_ptr())
+        return ort.OrtValue.ortvalue_from_numpy(zeros, self.device, 0)
+
+    def _address(self, owner: Any) -> int:
+        return int(owner.ctypes.data) if self.device == "cpu" else int(owner.data_ptr())
+
+    # ------------------------------------------------------------------ reuse (CPU buffers)
+    def held(self, tensor: int) -> np.ndarray:
+        """The ``[1, heads, length, head_dim]`` keys or values held for tensor ``tensor`` (2 per layer): a view."""
+        spec, length = self._spec, self.length
+        if self.in_place:
+            return self._kv[tensor][0][:, :, :length]
+        flat = self._kv[tensor][self._flip].reshape(-1)  # a concatenating graph wrote them contiguously
+        return flat[:spec.kv_heads * length * spec.head_dim].reshape(1, spec.kv_heads, length, spec.head_dim)
+
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` positions (a stored run taken over by a prompt that diverges after them)."""
+        if length < self.length and not self.in_place:
+            # The next step reads its past contiguously at this length: rewrite it so into the other buffer.
+            spec, target = self._spec, 1 - self._flip
+            for tensor in range(len(self._kv)):
+                flat = self._kv[tensor][target].reshape(-1)
+                view = flat[:spec.kv_heads * length * spec.head_dim].reshape(1, spec.kv_heads, length, spec.head_dim)
+                view[...] = self.held(tensor)[:, :, :length]
+            self._flip = target
+        self.length = min(length, self.length)
+        del self.fed[self.length:]
+
+    def load_prefix(self, other: _Run, length: int) -> None:
+        """Copy ``other``'s first ``length`` positions into this new run."""
+        spec = self._spec
+        self.length = length
+        for tensor in range(len(self._kv)):
+            if self.in_place:
+                target = self._kv[tensor][0][:, :, :length]
+            else:  # the next step reads its past from buffer `_flip`, contiguously
+                flat = self._kv[tensor][self._flip].reshape(-1)
+                target = flat[:spec.kv_heads * length * spec.head_dim].reshape(
+                    1, spec.kv_heads, length, spec.head_dim)
+            target[...] = other.held(tensor)[:, :, :length]
+        self.fed = other.fed[:length]
 
     # ------------------------------------------------------------------ steps
-    def prefill(self, prompt_ids: Sequence[int]) -> np.ndarray:
-        """Run the prompt; returns the last position's logits (valid until the next call)."""
+    def prefill(self, prompt_ids: Sequence[int], past: int = 0) -> np.ndarray:
+        """Run the prompt after the ``past`` positions already held (which must be its first ``past`` ids);
+        returns the last position's logits (valid until the next call)."""
         import numpy as np
 
         engine, spec, bind = self.engine, self._spec, self._bind
         bind_input, bind_output, cpu = bind.bind_input, bind.bind_output, bind.cpu
-        n = len(prompt_ids)
-        ids = np.asarray(prompt_ids, dtype=engine._ids_dtype).reshape(1, n)
+        if past != self.length:
+            raise InferenceError(f"the run holds {self.length} positions, not {past}")
+        n = len(prompt_ids) - past
+        ids = np.asarray(prompt_ids[past:], dtype=engine._ids_dtype).reshape(1, n)
         rows = 1 if spec.last_logits_only else n
         logits = np.empty((1, rows, engine.vocab_size), dtype=engine._logits_dtype)
-        self._keep.append(ids)
+        self._keep = [ids]
         bind_input(spec.input_ids, cpu, ids.dtype, [1, n], ids.ctypes.data)
         bind_output(spec.logits, cpu, logits.dtype, [1, rows, engine.vocab_size], logits.ctypes.data)
         if spec.use_cache_branch:
-            self._keep.append(flag := np.zeros((1,), dtype=bool))
+            # An Optimum graph's "no cache yet" branch is for an empty past only.
+            self._keep.append(flag := np.array([past > 0], dtype=bool))
             bind_input(spec.use_cache_branch, cpu, flag.dtype, [1], flag.ctypes.data)
-        self._bind_positions(0, n)
-        self._bind_cache(0, n)
+        self._bind_positions(past, n)
+        self._bind_cache(past, n)
         self._run()
-        self.length = n
+        self.length = past + n
+        self.fed[past:] = prompt_ids[past:]
         # From now on every step feeds one token and reads one logits row from fixed buffers.
         bind_input(spec.input_ids, cpu, self._token.dtype, [1, 1], self._token.ctypes.data)
         bind_output(spec.logits, cpu, self._step_logits.dtype, [1, 1, engine.vocab_size],
@@ -286,9 +433,11 @@ class _Run:
         bind_cache = None if self.in_place else self._bind_cache
         synchronize = bind.io.synchronize_outputs if self.device != "cpu" else None
         greedy = isinstance(sampler, _sampler_type()) and sampler.greedy
+        fed = self.fed.append
         total = self.length
         for _ in range(steps):
             token_buffer[0, 0] = token
+            fed(token)
             if seqlens is not None:
                 seqlens[0] = total
                 total_length[()] = total + 1
@@ -315,6 +464,7 @@ class _Run:
             self._bind_cache(past, 1)
         self._run()
         self.length = past + 1
+        self.fed.append(token)
         return self._logits_row
 
     def _run(self) -> None:

@@ -35,6 +35,9 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 #: Weights per intra-op thread when the thread count is automatic (see the module docstring).
 WEIGHT_BYTES_PER_THREAD = 128 << 20
+#: KV caches kept for the next turn by default (``RuntimeOptions.prefix_cache_bytes``): the shipped model's
+#: whole context is 3 MiB, so this holds the last turn of ~80 full conversations.
+DEFAULT_PREFIX_CACHE_MB = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,8 @@ class RuntimeOptions:
     last_position_logits: bool = True
     #: Feed a fused-attention graph its lengths directly instead of deriving them from the mask per step.
     direct_attention_lengths: bool = True
+    #: Bytes of finished runs' KV caches kept for prompts that start with their ids (``prefix_cache``); 0: none.
+    prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_MB << 20
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
