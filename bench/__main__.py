@@ -16,6 +16,7 @@ BENCHMARKS: tuple[str, ...] = (
     "overhead",
     "coldstart",
     "api_generation",
+    "prefix_cache",
     "history",
     "throughput",
 )

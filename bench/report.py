@@ -84,6 +84,10 @@ ROWS: tuple[Row, ...] = (
         "ms"),
     Row("Bare decode loop", "api_generation", "bare_tokens_per_s", "tokens/s", noise="noise"),
     Row("Time to first token: bare / API streamed", "api_generation", "bare_ttft_ms", "ms", noise="noise"),
+    Row("Prefix cache, a session's turns 1-12 (shipped model): server CPU per turn, off ÷ on", "prefix_cache",
+        "prefix_cache_cpu_ratio_off_to_on", "x"),
+    Row("… turn latency p50, last quarter of the turns: on / off", "prefix_cache",
+        "prefix_cache_on_last_turns_p50_ms", "ms", noise="noise"),
     Row("Store ops per turn, SQLite, 10 → 1,000 turns of history", "history", "sqlite_h1000_store_ops_per_turn",
         "", "flat", lambda r: _flat(r, "sqlite")),
     Row("Store ops per turn, Redis, 10 → 1,000 turns", "history", "redis_h1000_store_ops_per_turn", "", "flat",
@@ -108,6 +112,7 @@ COMPANIONS: dict[str, tuple[str, ...]] = {
     "redis_h1000_store_ops_per_turn": ("redis_h10_store_ops_per_turn",),
     "dynamodb_h1000_store_ops_per_turn": ("dynamodb_h10_store_ops_per_turn",),
     "sqlite_latency_ratio_1000_vs_10": ("redis_latency_ratio_1000_vs_10", "dynamodb_latency_ratio_1000_vs_10"),
+    "prefix_cache_on_last_turns_p50_ms": ("prefix_cache_off_last_turns_p50_ms",),
     "serve_c1_turns_per_s": ("serve_c4_turns_per_s", "serve_c16_turns_per_s", "serve_c64_turns_per_s"),
 }
 
