@@ -118,7 +118,8 @@ def serve_throughput(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                                "serve_history_turns": args.history}
     sessions = {clients: [f"sess_tp_{clients}_{i}" for i in range(clients)] for clients in args.clients}
     prefill(scratch / "data", [sid for ids in sessions.values() for sid in ids], args.history)
-    with clawdbot_serve(scratch / "data") as server:
+    settings = dict(s.split("=", 1) for s in args.setting)
+    with clawdbot_serve(scratch / "data", settings) as server:
         for clients in args.clients:
             cpu_before = server.cpu_seconds()
             tokens = [0]
@@ -209,21 +210,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-sessions", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--setting", action="append", default=[], metavar="CLAWDBOT_NAME=VALUE",
+                        help="a setting for clawdbot serve (repeatable), to compare configurations")
+    parser.add_argument("--serve-only", action="store_true", help="skip the queue worker")
     args = parser.parse_args(argv)
+    if any("=" not in s or not s.startswith("CLAWDBOT_") for s in args.setting):
+        parser.error("--setting takes CLAWDBOT_NAME=VALUE")
 
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="clawdbot-bench-throughput-") as scratch:
         results = serve_throughput(args, Path(scratch))
-        results |= worker_throughput(args, Path(scratch))
-    results = {"model": MODEL, "python_version": platform.python_version(),
+        if not args.serve_only:
+            results |= worker_throughput(args, Path(scratch))
+    results = {"model": MODEL, "python_version": platform.python_version(), "serve_settings": args.setting,
                "cpus_available": len(os.sched_getaffinity(0)), "load_average_1min_start": round(load_start, 2),
                "load_average_1min_end": round(os.getloadavg()[0], 2), "wall_s": round(time.perf_counter() - started, 1),
                **results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"worker: {results['worker_turns_per_s']} turns/s draining {args.queued} queued turns "
-          f"({results['worker_generation_share']:.0%} of it generating); results: {args.out}")
+    if not args.serve_only:
+        print(f"worker: {results['worker_turns_per_s']} turns/s draining {args.queued} queued turns "
+              f"({results['worker_generation_share']:.0%} of it generating)")
+    print(f"results: {args.out}")
     return 0
 
 

@@ -42,7 +42,8 @@ def test_the_context_is_the_one_the_whole_window_gives(tmp_path: Path, backend: 
             entries.append(NewEntry("assistant", f"Answer {i}: " + "pack warm layers " * (i % 3 + 1)))
     if entries:
         store.append("sess_read", entries)
-    chat = ChatService(store, backend, Settings(data_dir=tmp_path, history_window=window))
+    # (no slack: the longest tail that fits, which the slack's shorter fit reads the same way)
+    chat = ChatService(store, backend, Settings(data_dir=tmp_path, history_window=window, context_slack=0))
 
     # WHEN a turn is prepared
     turn = chat.prepare(TurnRequest(messages=[ChatMessage("user", QUESTION)], max_tokens=max_tokens,

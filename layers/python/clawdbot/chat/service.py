@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from clawdbot.chat.history import START_ATTRIBUTE, fit_history
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.inference.exceptions import ContextLengthExceededError
 from clawdbot.inference.types import ChatMessage, GenerationParams, StreamDelta
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
-#: History entries the first context read asks for, at least, and the tokens an entry is guessed to take when
-#: sizing that read from the model's context length (see ``ChatService._fit_history``).
-FIRST_READ = 8
-TOKENS_PER_ENTRY_GUESS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +74,9 @@ class PreparedTurn:
     #: The A/B variant that serves this turn, and whether to record it as the session's sticky assignment.
     variant: str = "default"
     record_variant: bool = False
+    #: Where the session's context starts (``clawdbot.chat.history``), to remember if it moved.
+    context_start: int | None = None
+    record_context_start: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +126,7 @@ class ChatService:
         backend = variant.backend if variant is not None else self.backend
         system_prompt = (variant.config.system_prompt if variant is not None else None) or self.settings.system_prompt
 
+        context_start, record_start = None, False
         if session_id is None:
             context = [m if m.role not in SYSTEM_ROLES else ChatMessage("system", m.content)
                        for m in request.messages]
@@ -147,7 +148,15 @@ class ChatService:
                 system = [ChatMessage("system", p)] if (p := prompt or system_prompt) else []
             reserve = self._completion_reserve(request)
             budget = backend.context_length - reserve
-            context, prompt_tokens = self._fit_history(session_id, create, system, new_entries, budget, backend)
+            if create:
+                context, prompt_tokens = fit_context(system, [], new_entries, budget, backend.count_prompt_tokens)
+            else:
+                fitted = fit_history(self.store, backend, session_id, meta, system, new_entries, budget,
+                                     window=self.settings.history_window, slack=self.settings.context_slack)
+                context, prompt_tokens = fitted.context, fitted.prompt_tokens
+                context_start = fitted.start_seq
+                known = None if meta is None else meta.attributes.get(START_ATTRIBUTE)
+                record_start = context_start is not None and context_start != known
         max_tokens = request.max_tokens
         if max_tokens is None:
             max_tokens = max(1, min(self.settings.default_max_tokens,
@@ -167,6 +176,7 @@ class ChatService:
             context=context, params=params, prompt_tokens=prompt_tokens, session_id=session_id,
             new_entries=new_entries, create_session=create, owner=request.owner,
             variant=variant.name if variant is not None else "default", record_variant=record_variant,
+            context_start=context_start, record_context_start=record_start,
         )
 
     def _resolve_session(self, request: TurnRequest) -> tuple[str | None, bool, SessionMeta | None]:
@@ -192,29 +202,6 @@ class ChatService:
         recorded = None if meta is None else meta.attributes.get(VARIANT_ATTRIBUTE)
         variant = self.variants.choose(session_id or request.turn_id or new_turn_id(), recorded)
         return variant, session_id is not None and recorded != variant.name
-
-    def _fit_history(self, session_id: str, create: bool, system: list[ChatMessage], new: list[ChatMessage],
-                     budget: int, backend: InferenceBackend) -> tuple[list[ChatMessage], int]:
-        """``fit_context`` over the newest ``history_window`` entries, read only as far back as can fit.
-
-        A small model's context holds a few entries of a long session, so the first read asks for about as many
-        as the context could hold (``context_length // TOKENS_PER_ENTRY_GUESS``, at least ``FIRST_READ``) and
-        reads twice as far back only while even the longest tail read so far fits; the answer is the one a
-        read of the whole window gives (a tail that does not fit only grows longer further back), for a
-        fraction of the rows parsed and, on DynamoDB, of the read units.
-        """
-        if create:
-            return fit_context(system, [], new, budget, backend.count_prompt_tokens)
-        window = self.settings.history_window
-        limit = min(window, max(FIRST_READ, backend.context_length // TOKENS_PER_ENTRY_GUESS))
-        while True:
-            history = [ChatMessage(e.role, e.content) for e in self.store.read_recent(session_id, limit)]
-            context, tokens = fit_context(system, history, new, budget, backend.count_prompt_tokens)
-            used = len(context) - len(system) - len(new)
-            longest = next((len(history) - i for i, m in enumerate(history) if m.role != "assistant"), 0)
-            if len(history) < limit or limit >= window or used < longest:
-                return context, tokens
-            limit = min(window, limit * 2)
 
     def _completion_reserve(self, request: TurnRequest) -> int:
         """Tokens kept free for the reply when fitting history: the client's max_tokens, else a share of the
@@ -319,10 +306,15 @@ class ChatService:
         entries = [NewEntry(m.role, m.content, turn_id=turn.turn_id) for m in turn.new_entries]
         entries.append(NewEntry("assistant", result.text, turn_id=turn.turn_id, attributes=facts))
         self.store.append(turn.session_id, entries, create=turn.create_session, owner=turn.owner)
+        attributes: dict[str, Any] = {}
         if turn.record_variant:  # first turn of the session: make its assignment sticky
             from clawdbot.traffic.ab import VARIANT_ATTRIBUTE
 
-            self.store.update_attributes(turn.session_id, {VARIANT_ATTRIBUTE: turn.variant})
+            attributes[VARIANT_ATTRIBUTE] = turn.variant
+        if turn.record_context_start:  # the context's start moved: the next turns start there too
+            attributes[START_ATTRIBUTE] = turn.context_start
+        if attributes:
+            self.store.update_attributes(turn.session_id, attributes)
         logger.debug("recorded turn %s in session %s", turn.turn_id, turn.session_id)
 
 

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_messages: int = Field(default=256, ge=1)
     #: History entries considered when building a session's context (newest first).
     history_window: int = Field(default=64, ge=2)
+    #: When a session no longer fits the context, drop this share of the window more than needed (of the prompt
+    #: budget and of ``history_window``), so its next turns start at the same entry and each prompt continues the
+    #: last one (which the engine's prefix cache then reuses); 0 keeps the longest tail every turn.
+    context_slack: float = Field(default=0.25, ge=0, lt=1)
 
     # --- queued turns (SQS worker; see docs/queue.md)
     #: The FIFO queue ``POST /v1/sessions/{id}/turns`` enqueues on; unset disables queued turns.

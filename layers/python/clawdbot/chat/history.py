@@ -1,0 +1,95 @@
+"""A session's history for its next turn's context: read only as far back as can fit, and started where the last
+turn started while that still fits.
+
+Once a session outgrows the model's window, keeping the longest tail that fits drops its oldest turn or two on
+every turn, so every prompt starts differently after the system prompt and the engine's prefix cache
+(``clawdbot.inference.onnx.prefix_cache``) can reuse nothing of the last turn's. Here a session that must drop
+history drops ``context_slack`` of the window more than it must (of the prompt budget, and of the history
+window's entries), and remembers where its context starts (the session attribute :data:`START_ATTRIBUTE`, the
+seq of the first entry kept): the next turns start there again as long as that fits, each prompt continuing the
+last one, and only then is the start moved on, by another slack's worth. The price is up to that share less
+history in the context; ``context_slack = 0`` keeps the longest tail every turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from clawdbot.inference.exceptions import ContextLengthExceededError
+from clawdbot.inference.types import ChatMessage
+from clawdbot.sessions.context import fit_context
+
+if TYPE_CHECKING:
+    from clawdbot.inference.base import InferenceBackend
+    from clawdbot.sessions.base import SessionStore
+    from clawdbot.sessions.types import SessionMeta, TranscriptEntry
+
+#: History entries the first context read asks for, at least, and the tokens an entry is guessed to take when
+#: sizing that read from the model's context length (see :func:`longest_fit`).
+FIRST_READ = 8
+TOKENS_PER_ENTRY_GUESS = 32
+#: The session attribute holding the seq of the first history entry its context starts with.
+START_ATTRIBUTE = "context_start_seq"
+
+
+@dataclass(frozen=True, slots=True)
+class FittedHistory:
+    """The context (system + kept history + new messages), its prompt tokens, and where its history starts
+    (the seq to remember; ``None`` when nothing needs remembering: all of the session fits, or none of it)."""
+
+    context: list[ChatMessage]
+    prompt_tokens: int
+    start_seq: int | None = None
+
+
+def fit_history(store: SessionStore, backend: InferenceBackend, session_id: str, meta: SessionMeta | None,
+                system: list[ChatMessage], new: list[ChatMessage], budget: int, *, window: int,
+                slack: float) -> FittedHistory:
+    """The context of a session's next turn: from the remembered start if it still fits, else the longest tail
+    that fits, or, when that already drops history and ``slack`` is set, a tail shorter by the slack."""
+    start = meta.attributes.get(START_ATTRIBUTE) if meta is not None and slack > 0 else None
+    if isinstance(start, int) and meta is not None and 0 < meta.next_seq - start <= window:
+        entries = store.read_recent(session_id, meta.next_seq - start)
+        if entries and entries[0].seq == start and entries[0].role == "user":
+            context = [*system, *_messages(entries), *new]
+            tokens = backend.count_prompt_tokens(context)
+            if tokens <= budget:
+                return FittedHistory(context, tokens, start)
+    fitted, first = longest_fit(store, backend, session_id, system, new, budget, window)
+    if slack <= 0 or first is None or first.seq == 0:  # nothing dropped: every turn starts at the beginning
+        return FittedHistory(*fitted)
+    try:
+        shorter, first = longest_fit(store, backend, session_id, system, new, budget - int(budget * slack),
+                                     max(2, window - int(window * slack)))
+    except ContextLengthExceededError:  # the new messages need the slack too: this turn keeps the longest tail
+        return FittedHistory(*fitted)
+    return FittedHistory(*shorter, first.seq if first is not None else None)
+
+
+def longest_fit(store: SessionStore, backend: InferenceBackend, session_id: str, system: list[ChatMessage],
+                new: list[ChatMessage], budget: int,
+                window: int) -> tuple[tuple[list[ChatMessage], int], TranscriptEntry | None]:
+    """``fit_context`` over the newest ``window`` entries, read only as far back as can fit: ``((context, prompt
+    tokens), first kept entry or None)``.
+
+    A small model's context holds a few entries of a long session, so the first read asks for about as many
+    as the context could hold (``context_length // TOKENS_PER_ENTRY_GUESS``, at least ``FIRST_READ``) and
+    reads twice as far back only while even the longest tail read so far fits; the answer is the one a
+    read of the whole window gives (a tail that does not fit only grows longer further back), for a
+    fraction of the rows parsed and, on DynamoDB, of the read units.
+    """
+    limit = min(window, max(FIRST_READ, backend.context_length // TOKENS_PER_ENTRY_GUESS))
+    while True:
+        entries = store.read_recent(session_id, limit)
+        history = _messages(entries)
+        context, tokens = fit_context(system, history, new, budget, backend.count_prompt_tokens)
+        used = len(context) - len(system) - len(new)
+        longest = next((len(history) - i for i, m in enumerate(history) if m.role != "assistant"), 0)
+        if len(history) < limit or limit >= window or used < longest:
+            return (context, tokens), (entries[len(entries) - used] if used else None)
+        limit = min(window, limit * 2)
+
+
+def _messages(entries: list[TranscriptEntry]) -> list[ChatMessage]:
+    return [ChatMessage(e.role, e.content) for e in entries]
