@@ -1,6 +1,6 @@
 """A session that outgrows the model's window keeps its context's start for several turns (``clawdbot.chat.history``),
 so each prompt continues the last one and the engine's prefix cache can reuse it; on every store engine, since the
-start lives in the session's attributes."""
+start is recorded with each turn's reply."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bench.instant import InstantBackend
-from clawdbot.chat.history import START_ATTRIBUTE
+from clawdbot.chat.history import START_FACT
 from clawdbot.chat.service import ChatService, TurnRequest
 from clawdbot.config.settings import Settings
 from clawdbot.inference.types import ChatMessage
@@ -67,27 +67,29 @@ def test_a_long_session_keeps_its_start_for_several_turns(store: SessionStore, b
         kept = context[1:-1]
         assert context[0] == ChatMessage("system", "Be brief.")
         assert not kept or (kept == stored[stored.index(kept[0]):][:len(kept)] and kept[0].role == "user")
-    # AND the session remembers where its context starts: the seq of the last turn's first history entry
-    start = store.get("sess_slack").attributes[START_ATTRIBUTE]
+    # AND each turn's reply records where its context started: the seq of that turn's first history entry
+    entries = store.read("sess_slack", limit=1000).entries
+    start = entries[-1].attributes[START_FACT]
     first = contexts[-1][1]
-    entries = store.read(store.get("sess_slack").session_id, limit=1000).entries
     assert entries[start].seq == start and (entries[start].role, entries[start].content) == (first.role, first.content)
+    # AND no turn wrote anything but its messages: the start travels with the reply
+    assert entries[-1].seq == 2 * TURNS - 1
 
 
 def test_a_remembered_start_that_no_longer_fits_moves_on(store: SessionStore, backend: InstantBackend,
                                                          tmp_path: Path) -> None:
     # GIVEN a long session that remembers a start
-    contexts, _ = _run_session(store, backend, Settings(data_dir=tmp_path), "sess_move")
-    start = store.get("sess_move").attributes[START_ATTRIBUTE]
+    _run_session(store, backend, Settings(data_dir=tmp_path), "sess_move")
+    start = store.read_recent("sess_move", 1)[0].attributes[START_FACT]
     # WHEN the next turn asks for a much longer reply, so that start no longer fits
     chat = ChatService(store, backend, Settings(data_dir=tmp_path))
     turn = chat.prepare(TurnRequest(messages=[ChatMessage("user", "One more?")], max_tokens=300,
                                     session_id="sess_move"))
     # THEN it still fits, starting later, and the new start is recorded with the turn
     assert turn.prompt_tokens + 300 <= backend.context_length
-    assert turn.record_context_start and turn.context_start is not None and turn.context_start > start
+    assert turn.context_start is not None and turn.context_start > start
     chat.complete(turn)
-    assert store.get("sess_move").attributes[START_ATTRIBUTE] == turn.context_start
+    assert store.read_recent("sess_move", 1)[0].attributes[START_FACT] == turn.context_start
 
 
 def test_a_short_session_remembers_nothing(store: SessionStore, backend: InstantBackend, tmp_path: Path) -> None:
@@ -96,4 +98,4 @@ def test_a_short_session_remembers_nothing(store: SessionStore, backend: Instant
     for question in ("Hi!", "And then?"):
         chat.complete(chat.prepare(TurnRequest(messages=[ChatMessage("user", question)], max_tokens=MAX_TOKENS,
                                                session_id="sess_short")))
-    assert START_ATTRIBUTE not in store.get("sess_short").attributes
+    assert not any(START_FACT in e.attributes for e in store.read("sess_short").entries)

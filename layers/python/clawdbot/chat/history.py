@@ -5,10 +5,11 @@ Once a session outgrows the model's window, keeping the longest tail that fits d
 every turn, so every prompt starts differently after the system prompt and the engine's prefix cache
 (``clawdbot.inference.onnx.prefix_cache``) can reuse nothing of the last turn's. Here a session that must drop
 history drops ``context_slack`` of the window more than it must (of the prompt budget, and of the history
-window's entries), and remembers where its context starts (the session attribute :data:`START_ATTRIBUTE`, the
-seq of the first entry kept): the next turns start there again as long as that fits, each prompt continuing the
-last one, and only then is the start moved on, by another slack's worth. The price is up to that share less
-history in the context; ``context_slack = 0`` keeps the longest tail every turn.
+window's entries), and each turn records where its context started with its reply (the reply entry's
+:data:`START_FACT`, the seq of the first history entry kept; written with the turn, so it costs no write of its
+own): the next turns start there again as long as that fits, each prompt continuing the last one, and only then is
+the start moved on, by another slack's worth. The price is up to that share less history in the context;
+``context_slack = 0`` keeps the longest tail every turn.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from clawdbot.sessions.context import fit_context
 if TYPE_CHECKING:
     from clawdbot.inference.base import InferenceBackend
     from clawdbot.sessions.base import SessionStore
-    from clawdbot.sessions.types import SessionMeta, TranscriptEntry
+    from clawdbot.sessions.types import TranscriptEntry
 
 #: History entries the first context read asks for, at least, and the tokens an entry is guessed to take when
 #: sizing that read from the model's context length (see :func:`longest_fit`).
 FIRST_READ = 8
 TOKENS_PER_ENTRY_GUESS = 32
-#: The session attribute holding the seq of the first history entry its context starts with.
-START_ATTRIBUTE = "context_start_seq"
+#: The fact of a turn's reply entry that says where its context's history started (a seq).
+START_FACT = "context_start"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,45 +44,69 @@ class FittedHistory:
     start_seq: int | None = None
 
 
-def fit_history(store: SessionStore, backend: InferenceBackend, session_id: str, meta: SessionMeta | None,
-                system: list[ChatMessage], new: list[ChatMessage], budget: int, *, window: int,
-                slack: float) -> FittedHistory:
-    """The context of a session's next turn: from the remembered start if it still fits, else the longest tail
-    that fits, or, when that already drops history and ``slack`` is set, a tail shorter by the slack."""
-    start = meta.attributes.get(START_ATTRIBUTE) if meta is not None and slack > 0 else None
-    if isinstance(start, int) and meta is not None and 0 < meta.next_seq - start <= window:
-        entries = store.read_recent(session_id, meta.next_seq - start)
-        if entries and entries[0].seq == start and entries[0].role == "user":
-            context = [*system, *_messages(entries), *new]
-            tokens = backend.count_prompt_tokens(context)
-            if tokens <= budget:
-                return FittedHistory(context, tokens, start)
-    fitted, first = longest_fit(store, backend, session_id, system, new, budget, window)
+def fit_history(store: SessionStore, backend: InferenceBackend, session_id: str, system: list[ChatMessage],
+                new: list[ChatMessage], budget: int, *, window: int, slack: float) -> FittedHistory:
+    """The context of a session's next turn: from the start the last turn recorded if it still fits, else the
+    longest tail that fits, or, when that already drops history and ``slack`` is set, a tail shorter by the
+    slack."""
+    newest = NewestEntries(store, session_id)
+    entries = newest.read(first_read(backend, window))
+    start = _recorded_start(entries) if slack > 0 else None
+    if start is not None:
+        since = entries[-1].seq + 1 - start
+        if 0 < since <= window:
+            tail = newest.read(since)
+            if tail and tail[0].seq == start and tail[0].role == "user":
+                context = [*system, *_messages(tail), *new]
+                tokens = backend.count_prompt_tokens(context)
+                if tokens <= budget:
+                    return FittedHistory(context, tokens, start)
+    fitted, first = longest_fit(newest, backend, system, new, budget, window)
     if slack <= 0 or first is None or first.seq == 0:  # nothing dropped: every turn starts at the beginning
         return FittedHistory(*fitted)
     try:
-        shorter, first = longest_fit(store, backend, session_id, system, new, budget - int(budget * slack),
+        shorter, first = longest_fit(newest, backend, system, new, budget - int(budget * slack),
                                      max(2, window - int(window * slack)))
     except ContextLengthExceededError:  # the new messages need the slack too: this turn keeps the longest tail
         return FittedHistory(*fitted)
     return FittedHistory(*shorter, first.seq if first is not None else None)
 
 
-def longest_fit(store: SessionStore, backend: InferenceBackend, session_id: str, system: list[ChatMessage],
+class NewestEntries:
+    """A session's newest entries, read once for every smaller count asked for after."""
+
+    def __init__(self, store: SessionStore, session_id: str) -> None:
+        self.store = store
+        self.session_id = session_id
+        self._entries: list[TranscriptEntry] = []
+        self._asked = 0
+
+    def read(self, limit: int) -> list[TranscriptEntry]:
+        """The newest ``limit`` entries (fewer if the session has fewer), oldest first."""
+        if limit > self._asked:
+            self._entries, self._asked = self.store.read_recent(self.session_id, limit), limit
+        return self._entries[-limit:] if limit < len(self._entries) else self._entries
+
+
+def first_read(backend: InferenceBackend, window: int) -> int:
+    """Entries the first context read asks for: about as many as the context could hold."""
+    return min(window, max(FIRST_READ, backend.context_length // TOKENS_PER_ENTRY_GUESS))
+
+
+def longest_fit(newest: NewestEntries, backend: InferenceBackend, system: list[ChatMessage],
                 new: list[ChatMessage], budget: int,
                 window: int) -> tuple[tuple[list[ChatMessage], int], TranscriptEntry | None]:
     """``fit_context`` over the newest ``window`` entries, read only as far back as can fit: ``((context, prompt
     tokens), first kept entry or None)``.
 
     A small model's context holds a few entries of a long session, so the first read asks for about as many
-    as the context could hold (``context_length // TOKENS_PER_ENTRY_GUESS``, at least ``FIRST_READ``) and
-    reads twice as far back only while even the longest tail read so far fits; the answer is the one a
-    read of the whole window gives (a tail that does not fit only grows longer further back), for a
-    fraction of the rows parsed and, on DynamoDB, of the read units.
+    as the context could hold (:func:`first_read`) and reads twice as far back only while even the longest tail
+    read so far fits; the answer is the one a read of the whole window gives (a tail that does not fit only grows
+    longer further back), for a fraction of the rows parsed and, on DynamoDB, of the read units.
     """
-    limit = min(window, max(FIRST_READ, backend.context_length // TOKENS_PER_ENTRY_GUESS))
+    limit = first_read(backend, window)
     while True:
-        entries = store.read_recent(session_id, limit)
+        entries = newest.read(limit)
         history = _messages(entries)
         context, tokens = fit_context(system, history, new, budget, backend.count_prompt_tokens)
         used = len(context) - len(system) - len(new)
@@ -89,6 +114,17 @@ def longest_fit(store: SessionStore, backend: InferenceBackend, session_id: str,
         if len(history) < limit or limit >= window or used < longest:
             return (context, tokens), (entries[len(entries) - used] if used else None)
         limit = min(window, limit * 2)
+
+
+def _recorded_start(entries: list[TranscriptEntry]) -> int | None:
+    """The context start the newest turn recorded with its reply, if any."""
+    for entry in reversed(entries):
+        start = entry.attributes.get(START_FACT)
+        if isinstance(start, int) and not isinstance(start, bool):
+            return start
+        if entry.role == "assistant":
+            return None  # the last reply recorded none: its context started at the beginning or slid
+    return None
 
 
 def _messages(entries: list[TranscriptEntry]) -> list[ChatMessage]:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from clawdbot.chat.history import START_ATTRIBUTE, fit_history
+from clawdbot.chat.history import START_FACT, fit_history
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.inference.exceptions import ContextLengthExceededError
 from clawdbot.inference.types import ChatMessage, GenerationParams, StreamDelta
@@ -74,9 +74,8 @@ class PreparedTurn:
     #: The A/B variant that serves this turn, and whether to record it as the session's sticky assignment.
     variant: str = "default"
     record_variant: bool = False
-    #: Where the session's context starts (``clawdbot.chat.history``), to remember if it moved.
+    #: Where the session's context history starts (``clawdbot.chat.history``), recorded with the reply.
     context_start: int | None = None
-    record_context_start: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +125,7 @@ class ChatService:
         backend = variant.backend if variant is not None else self.backend
         system_prompt = (variant.config.system_prompt if variant is not None else None) or self.settings.system_prompt
 
-        context_start, record_start = None, False
+        context_start = None
         if session_id is None:
             context = [m if m.role not in SYSTEM_ROLES else ChatMessage("system", m.content)
                        for m in request.messages]
@@ -151,12 +150,9 @@ class ChatService:
             if create:
                 context, prompt_tokens = fit_context(system, [], new_entries, budget, backend.count_prompt_tokens)
             else:
-                fitted = fit_history(self.store, backend, session_id, meta, system, new_entries, budget,
+                fitted = fit_history(self.store, backend, session_id, system, new_entries, budget,
                                      window=self.settings.history_window, slack=self.settings.context_slack)
-                context, prompt_tokens = fitted.context, fitted.prompt_tokens
-                context_start = fitted.start_seq
-                known = None if meta is None else meta.attributes.get(START_ATTRIBUTE)
-                record_start = context_start is not None and context_start != known
+                context, prompt_tokens, context_start = fitted.context, fitted.prompt_tokens, fitted.start_seq
         max_tokens = request.max_tokens
         if max_tokens is None:
             max_tokens = max(1, min(self.settings.default_max_tokens,
@@ -176,7 +172,7 @@ class ChatService:
             context=context, params=params, prompt_tokens=prompt_tokens, session_id=session_id,
             new_entries=new_entries, create_session=create, owner=request.owner,
             variant=variant.name if variant is not None else "default", record_variant=record_variant,
-            context_start=context_start, record_context_start=record_start,
+            context_start=context_start,
         )
 
     def _resolve_session(self, request: TurnRequest) -> tuple[str | None, bool, SessionMeta | None]:
@@ -301,20 +297,17 @@ class ChatService:
         }
         if result.first_token_ms is not None:
             facts["first_token_ms"] = round(result.first_token_ms, 3)
+        if turn.context_start is not None:  # the next turn starts its context there too (clawdbot.chat.history)
+            facts[START_FACT] = turn.context_start
         if result.cached_tokens:
             facts["cached_tokens"] = result.cached_tokens
         entries = [NewEntry(m.role, m.content, turn_id=turn.turn_id) for m in turn.new_entries]
         entries.append(NewEntry("assistant", result.text, turn_id=turn.turn_id, attributes=facts))
         self.store.append(turn.session_id, entries, create=turn.create_session, owner=turn.owner)
-        attributes: dict[str, Any] = {}
         if turn.record_variant:  # first turn of the session: make its assignment sticky
             from clawdbot.traffic.ab import VARIANT_ATTRIBUTE
 
-            attributes[VARIANT_ATTRIBUTE] = turn.variant
-        if turn.record_context_start:  # the context's start moved: the next turns start there too
-            attributes[START_ATTRIBUTE] = turn.context_start
-        if attributes:
-            self.store.update_attributes(turn.session_id, attributes)
+            self.store.update_attributes(turn.session_id, {VARIANT_ATTRIBUTE: turn.variant})
         logger.debug("recorded turn %s in session %s", turn.turn_id, turn.session_id)
 
 
