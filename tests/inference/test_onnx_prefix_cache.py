@@ -110,6 +110,28 @@ def test_a_prompt_longer_than_the_stored_run_gets_a_bigger_run(model: str, reque
     assert cache.nbytes == next(iter(cache._entries.values())).value.nbytes
 
 
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_a_prompt_leaving_the_stored_run_near_its_end_takes_it_over_cut_back(model: str,
+                                                                             request: pytest.FixtureRequest) -> None:
+    # GIVEN a stored run (a reply tokenized again as text can differ from the ids generated in its last tokens)
+    cached, plain = _backends(request.getfixturevalue(f"{model}_dir"))
+    engine = cached.engine
+    cache = engine.prefix_cache
+    assert cache is not None
+    ids = cached.encode_prompt([SYSTEM, ChatMessage("user", QUESTIONS[1])])
+    list(engine.generate(ids, max_new_tokens=8, sampler=Sampler(0.0)))
+    (stored,) = cache._entries.values()
+    # WHEN the next prompt follows it but for its last few ids
+    prompt = [*stored.ids[:-3], 5, 6, 7, 8]
+    got = list(engine.generate(prompt, max_new_tokens=6, sampler=Sampler(0.0)))
+    # THEN the stored run was taken over (one entry, no copy kept), cut back to the shared ids, and gives the
+    # tokens of a run from scratch (the alternating-buffer graphs rewrite the kept positions for the shorter past)
+    assert got == list(plain.engine.generate(prompt, max_new_tokens=6, sampler=Sampler(0.0)))
+    assert cache.hits == 1 and len(cache) == 1
+    (again,) = cache._entries.values()
+    assert again.value is stored.value and again.ids[:len(prompt)] == prompt
+
+
 def test_a_stream_stopped_early_is_kept_and_a_failed_one_is_not(genai_dir: Path) -> None:
     cached, _ = _backends(genai_dir)
     engine = cached.engine
