@@ -65,8 +65,9 @@ class ChatQueue(Construct):
         )
 
     def attach(self, worker: PythonFunction, quota: WorkerQuota) -> None:
-        """Let ``worker`` consume batches, reporting failed items so one bad turn does not retry the batch."""
-        worker.function.add_event_source(SqsEventSource(
+        """Let ``worker`` consume batches, reporting failed items so one bad turn does not retry the batch. The
+        event source invokes ``invoke_target``: the live (SnapStart) alias when the worker has one."""
+        worker.invoke_target.add_event_source(SqsEventSource(
             self.queue,
             batch_size=quota.batch_size,
             report_batch_item_failures=True,

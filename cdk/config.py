@@ -100,6 +100,10 @@ class WorkerQuota(_Strict):
     batch_size: int = Field(ge=1, le=10)
     #: Lambda's SQS ``maxConcurrency`` range.
     max_concurrency: int = Field(ge=2, le=1000)
+    #: Lambda SnapStart for the worker, as for the API (``ApiQuota.snapstart``): a queued turn that meets a cold
+    #: worker waits for a restore, not for ~0.35 s of imports and the worker's building; the queue's event source
+    #: invokes the live alias. Costs a snapshot cache and a charge per restore (cdk/pricing.py).
+    snapstart: bool = True
 
 
 class Variant(_Strict):

@@ -29,8 +29,9 @@ KMS_KEY_MONTHLY = 1.00
 SECRET_MONTHLY = 0.40
 DASHBOARD_MONTHLY = 3.00
 ALARM_MONTHLY = 0.10
-#: Lambda SnapStart (the API function, ``api.snapstart``): the live version's snapshot is cached as long as the
-#: version exists (USD per GB-second of the function's memory); each restore (a cold start) costs per GB.
+#: Lambda SnapStart (the API function, ``api.snapstart``, and the worker, ``worker.snapstart``): each live
+#: version's snapshot is cached as long as the version exists (USD per GB-second of the function's memory); each
+#: restore (a cold start) costs per GB.
 SNAPSTART_CACHE_GB_SECOND = 0.0000015046
 SNAPSTART_RESTORE_GB = 0.0001397998
 #: Optional Redis/Valkey session store (USD per hour).
@@ -52,8 +53,10 @@ def _alarms(quota: Quota) -> int:
 
 
 def snapstart_cache_hourly(quota: Quota) -> float:
-    """The API function's cached snapshot, USD per hour (0 with SnapStart off)."""
-    return quota.api.memory_mb / 1024 * SNAPSTART_CACHE_GB_SECOND * 3600 if quota.api.snapstart else 0.0
+    """The cached snapshots of the functions with SnapStart on (API, worker), USD per hour."""
+    cached_mb = ((quota.api.memory_mb if quota.api.snapstart else 0)
+                 + (quota.worker.memory_mb if quota.worker.snapstart else 0))
+    return cached_mb / 1024 * SNAPSTART_CACHE_GB_SECOND * 3600
 
 
 def hourly(quota: Quota) -> HourlyCost:

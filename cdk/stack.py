@@ -75,7 +75,8 @@ class ClawdbotStack(Stack):
             self, "ChatWorker", source=FUNCTIONS_DIR / "chat_worker", tokenizer_dir=inputs.tokenizer_dir,
             layer=layer, key=key, description="clawdbot chat-turn worker (SQS FIFO batches)",
             memory_mb=quota.worker.memory_mb, timeout=Duration.seconds(quota.worker.timeout_seconds),
-            environment={**environment, **queue.worker_environment()}, **vpc_args)  # type: ignore[arg-type]
+            environment={**environment, **queue.worker_environment()}, snapstart=quota.worker.snapstart,
+            **vpc_args)  # type: ignore[arg-type]
         queue.attach(worker, quota.worker)
         if inputs.reply_topic_arns:  # the worker publishes turn outcomes to exactly the configured topics
             worker.role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"],

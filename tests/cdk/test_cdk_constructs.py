@@ -159,7 +159,8 @@ def test_the_api_invokes_a_snapstart_alias_or_the_plain_function(snapstart: bool
     from cdk.pricing import hourly, snapstart_cache_hourly
 
     quota = load_quota("small")
-    quota = quota.model_copy(update={"api": quota.api.model_copy(update={"snapstart": snapstart})})
+    quota = quota.model_copy(update={"api": quota.api.model_copy(update={"snapstart": snapstart}),
+                                     "worker": quota.worker.model_copy(update={"snapstart": snapstart})})
     app = App(outdir=str(tmp_path / "out"))
     stack = Stack(app, "Clawdbot")
     key = kms.Key(stack, "Key", enable_key_rotation=True)
@@ -179,7 +180,9 @@ def test_the_api_invokes_a_snapstart_alias_or_the_plain_function(snapstart: bool
     if snapstart:
         assert fn["SnapStart"] == {"ApplyOn": "PublishedVersions"}
         assert integration["IntegrationUri"] == {"Ref": aliases[0]}
-        assert snapstart_cache_hourly(quota) * 730 == pytest.approx(3.95, abs=0.01)  # 1 GB cached for a month
+        # each function's snapshot cached for a month: $3.95 per GB (the small preset: 1 GB API + 1 GB worker)
+        cached_gb = (quota.api.memory_mb + quota.worker.memory_mb) / 1024
+        assert snapstart_cache_hourly(quota) * 730 == pytest.approx(3.95 * cached_gb, abs=0.01)
     else:
         assert "SnapStart" not in fn and aliases == []
         assert _of_type(template, "AWS::Lambda::Version") == []

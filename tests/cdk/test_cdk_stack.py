@@ -111,9 +111,10 @@ def test_api_function_runs_snapstart_versions_and_the_api_invokes_the_live_alias
     permissions = [p["Properties"] for p in synthesized.resources("AWS::Lambda::Permission").values()
                    if p["Properties"]["Principal"] == "apigateway.amazonaws.com"]
     assert permissions and all(p["FunctionName"] == {"Ref": alias_id} for p in permissions)
-    # the worker, driven by SQS batches, keeps plain cold starts
+    # the worker has its own version and alias (the queue's event source calls it: test_worker_reports_...)
     worker_id = _logical_id(synthesized, "AWS::Lambda::Function", "ChatWorkerFunction")
-    assert "SnapStart" not in resources[worker_id]["Properties"]
+    worker_version = _logical_id(synthesized, "AWS::Lambda::Version", "ChatWorkerFunctionCurrentVersion")
+    assert resources[worker_version]["Properties"]["FunctionName"] == {"Ref": worker_id}
 
 
 def _app_settings(synthesized: Synthesized, function_prefix: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -209,8 +210,15 @@ def test_worker_starts_no_turn_it_has_no_time_left_for(synthesized: Synthesized,
 
 def test_worker_reports_batch_item_failures(synthesized: Synthesized, template: Template) -> None:
     worker_id = _logical_id(synthesized, "AWS::Lambda::Function", "ChatWorkerFunction")
+    # the queue invokes the worker's live alias: its SnapStart version (a cold worker resumes a snapshot)
+    assert QUOTA.worker.snapstart
+    alias_id = _logical_id(synthesized, "AWS::Lambda::Alias", "ChatWorkerLive")
+    assert synthesized.raw["Resources"][worker_id]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    mapping = _only(synthesized, "AWS::Lambda::EventSourceMapping")["Properties"]
+    # "<function name>:live", the name taken from the alias's ARN: the alias, not $LATEST
+    assert json.dumps(mapping["FunctionName"]).count(json.dumps({"Ref": alias_id})) == 1
+    assert json.dumps(mapping["FunctionName"]).endswith('":live"]]}')
     template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
-        "FunctionName": {"Ref": worker_id},
         "EventSourceArn": {"Fn::GetAtt": [Match.string_like_regexp("^QueueTurns"), "Arn"]},
         "FunctionResponseTypes": ["ReportBatchItemFailures"],
         "BatchSize": QUOTA.worker.batch_size,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAT_API = REPO_ROOT / "functions" / "chat_api"
+CHAT_WORKER = REPO_ROOT / "functions" / "chat_worker"
 
 
 def chat_event(key: str | None = None) -> dict[str, object]:
@@ -65,6 +66,32 @@ def test_a_snapstart_version_closes_its_connections_restores_then_answers(
     # AND the report bills the restore, not the init a published version has already run
     assert "Restore Duration:" in result.logs and "Init Duration:" not in result.logs
     assert result.restore_duration_ms is not None and result.restore_duration_ms >= 0
+
+
+def test_a_snapstart_worker_restores_then_runs_its_batch(tmp_path: Path) -> None:
+    # GIVEN the queue worker (SnapStart in every preset) and the sample turn's session
+    from clawdbot.queue.messages import TurnMessage
+    from clawdbot.sessions.sqlite import SQLiteSessionStore
+
+    event = load_event("sqs-chat-turn")
+    message = TurnMessage.model_validate_json(event["Records"][0]["body"])  # type: ignore[index]
+    store = SQLiteSessionStore(tmp_path)
+    store.create(message.session_id)
+    env = {**FAKE_AWS_ENV, "CLAWDBOT_SESSION_STORE": "sqlite", "CLAWDBOT_INFERENCE": "local",
+           "CLAWDBOT_DATA_DIR": str(tmp_path), "CLAWDBOT_DEFAULT_MAX_TOKENS": "8"}
+
+    result = invoke_function(CHAT_WORKER, event, env=env, timeout_s=60, snapstart=True)
+
+    # THEN init, the snapshot's hooks, the restore and then the batch, whose turn is stored
+    assert result.ok, result.logs
+    assert result.json() == {"batchItemFailures": []}
+    restore_start, restored, start = lines_with(result.logs, "RESTORE_START", "restored from a snapshot",
+                                                "START RequestId")
+    assert -1 < restore_start < restored < start, result.logs
+    assert "Restore Duration:" in result.logs and "Init Duration:" not in result.logs
+    assert [(e.role, e.turn_id) for e in store.read(message.session_id).entries] == [
+        ("user", message.turn_id), ("assistant", message.turn_id)]
+    store.close()
 
 
 def test_a_snapstart_init_primes_the_app_into_the_snapshot_and_an_on_demand_init_does_not(
