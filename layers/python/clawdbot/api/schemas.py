@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from clawdbot.inference.openai_wire import usage_body as usage_dict  # one usage shape for the API and the container
+
 #: Roles the API accepts. ``developer`` is OpenAI's newer name for ``system``.
 Role = Literal["system", "developer", "user", "assistant"]
 
@@ -93,16 +95,6 @@ class CreateSessionRequest(BaseModel):
 
 
 # ---------------------------------------------------------------------------- response shapes
-def usage_dict(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
-    """OpenAI's usage object; ``cached_tokens``: prompt tokens served from the engine's prefix cache."""
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached_tokens},
-    }
-
-
 def completion_dict(*, completion_id: str, created: int, model: str, text: str, finish_reason: str,
                     prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     return {

@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``functions/inference/serve``: bind, load the model in the background, serve."""
     import uvicorn
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("CLAWDBOT_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             server.should_exit = True
 
     if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
-        build_parser().error("--prefix-cache-mb must be 0 or more")
+        parser.error("--prefix-cache-mb must be 0 or more")
     app = create_app(lambda: load_onnx_backend(model_dir, model_id=args.model_name, threads=args.threads,
                                                prefix_cache_mb=args.prefix_cache_mb),
                      max_concurrency=max_concurrency,

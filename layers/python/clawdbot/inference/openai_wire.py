@@ -190,7 +190,7 @@ def usage_body(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 
     }
 
 
-def _cached_tokens(usage: Mapping[str, Any]) -> int:
+def cached_tokens_of(usage: Mapping[str, Any]) -> int:
     """``usage.prompt_tokens_details.cached_tokens``, 0 where an endpoint does not report it."""
     return int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
 
@@ -251,7 +251,7 @@ def parse_completion_body(body: object) -> Completion:
             finish_reason=_finish_reason(choice.get("finish_reason")) or "stop",
             prompt_tokens=int(usage["prompt_tokens"]),
             completion_tokens=int(usage["completion_tokens"]),
-            cached_tokens=_cached_tokens(usage),
+            cached_tokens=cached_tokens_of(usage),
         )
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise UpstreamError(f"The model endpoint returned a malformed chat completion ({exc!r}).") from exc
@@ -298,7 +298,7 @@ def parse_chunk(payload: str) -> StreamChunk | None:
         usage = chunk.get("usage")
         if usage:
             return StreamChunk(text, finish, int(usage["prompt_tokens"]), int(usage["completion_tokens"]),
-                               _cached_tokens(usage))
+                               cached_tokens_of(usage))
         return StreamChunk(text, finish)
     except ClawdbotError:
         raise
@@ -385,6 +385,7 @@ __all__ = [
     "ChatRequest",
     "SSEDecoder",
     "StreamChunk",
+    "cached_tokens_of",
     "chat_request_body",
     "chunk_body",
     "completion_body",

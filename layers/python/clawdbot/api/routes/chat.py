@@ -21,6 +21,7 @@ from clawdbot.api.schemas import ChatCompletionRequest, chunk_dict, completion_d
 from clawdbot.api.streaming import TOKEN_COALESCE_S, iterate_batches_in_thread
 from clawdbot.chat.service import TurnRequest, user_session_id
 from clawdbot.exceptions import ClawdbotError, InvalidRequestError, NotFoundError
+from clawdbot.inference.openai_wire import cached_tokens_of
 from clawdbot.inference.types import ChatMessage, StreamDelta
 
 if TYPE_CHECKING:
@@ -184,7 +185,7 @@ async def _replayed_sse(completion: dict[str, Any], include_usage: bool) -> Asyn
         usage = completion["usage"]
         yield _event(chunk_dict(delta={}, with_choice=False,
                                 usage=usage_dict(usage["prompt_tokens"], usage["completion_tokens"],
-                                                 usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)),
+                                                 cached_tokens_of(usage)),
                                 **common))
     yield _Last(_DONE)
 
