@@ -345,39 +345,37 @@ class _Run:
         return int(owner.ctypes.data) if self.device == "cpu" else int(owner.data_ptr())
 
     # ------------------------------------------------------------------ reuse (CPU buffers)
-    def held(self, tensor: int) -> np.ndarray:
-        """The ``[1, heads, length, head_dim]`` keys or values held for tensor ``tensor`` (2 per layer): a view."""
-        spec, length = self._spec, self.length
+    def _positions_of(self, tensor: int, buffer: int, length: int) -> np.ndarray:
+        """The first ``length`` positions of tensor ``tensor`` (2 per layer) in its buffer ``buffer``, as the graph
+        reads and writes them: ``[1, heads, length, head_dim]``, a view. In place that is a slice of the
+        capacity-long buffer; a concatenating graph reads its past contiguously at its length."""
+        owner = self._kv[tensor][buffer]
         if self.in_place:
-            return self._kv[tensor][0][:, :, :length]
-        flat = self._kv[tensor][self._flip].reshape(-1)  # a concatenating graph wrote them contiguously
-        return flat[:spec.kv_heads * length * spec.head_dim].reshape(1, spec.kv_heads, length, spec.head_dim)
+            return owner[:, :, :length]
+        spec = self._spec
+        return owner.reshape(-1)[:spec.kv_heads * length * spec.head_dim].reshape(
+            1, spec.kv_heads, length, spec.head_dim)
+
+    def held(self, tensor: int) -> np.ndarray:
+        """The keys or values held for tensor ``tensor``: a view (:meth:`_positions_of`, ``length`` of them)."""
+        return self._positions_of(tensor, self._flip, self.length)
 
     def truncate(self, length: int) -> None:
         """Keep the first ``length`` positions (a stored run taken over by a prompt that diverges after them)."""
         if length < self.length and not self.in_place:
             # The next step reads its past contiguously at this length: rewrite it so into the other buffer.
-            spec, target = self._spec, 1 - self._flip
+            target = 1 - self._flip
             for tensor in range(len(self._kv)):
-                flat = self._kv[tensor][target].reshape(-1)
-                view = flat[:spec.kv_heads * length * spec.head_dim].reshape(1, spec.kv_heads, length, spec.head_dim)
-                view[...] = self.held(tensor)[:, :, :length]
+                self._positions_of(tensor, target, length)[...] = self.held(tensor)[:, :, :length]
             self._flip = target
         self.length = min(length, self.length)
         del self.fed[self.length:]
 
     def load_prefix(self, other: _Run, length: int) -> None:
-        """Copy ``other``'s first ``length`` positions into this new run."""
-        spec = self._spec
-        self.length = length
+        """Copy ``other``'s first ``length`` positions into this new run (where its next step reads its past)."""
         for tensor in range(len(self._kv)):
-            if self.in_place:
-                target = self._kv[tensor][0][:, :, :length]
-            else:  # the next step reads its past from buffer `_flip`, contiguously
-                flat = self._kv[tensor][self._flip].reshape(-1)
-                target = flat[:spec.kv_heads * length * spec.head_dim].reshape(
-                    1, spec.kv_heads, length, spec.head_dim)
-            target[...] = other.held(tensor)[:, :, :length]
+            self._positions_of(tensor, self._flip, length)[...] = other.held(tensor)[:, :, :length]
+        self.length = length
         self.fed = other.fed[:length]
 
     # ------------------------------------------------------------------ steps
