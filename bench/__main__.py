@@ -17,6 +17,7 @@ BENCHMARKS: tuple[str, ...] = (
     "coldstart",
     "api_generation",
     "prefix_cache",
+    "model_sessions",
     "history",
     "throughput",
 )

@@ -220,7 +220,7 @@ def test_a_model_container_killed_mid_stream(container: Container, bundle_dir: P
             # ... and once a new container is up, turns work again
             revived = start_container(model_dir, tmp_path / "revived-container.log")
             try:
-                router.container_port = int(revived.url.rsplit(":", 1)[1])
+                router.instances[0] = ("127.0.0.1", int(revived.url.rsplit(":", 1)[1]))  # the instance replaced
                 assert turn(client, model, session_id, "Back?")[0] == 200
             finally:
                 stop_container(revived)

@@ -9,7 +9,13 @@ them to the container's ``/invocations`` and answers the way SageMaker does:
 - a streamed answer is re-framed into AWS event-stream ``PayloadPart`` messages
   (``application/vnd.amazon.eventstream``), cut wherever the container's bytes happen to arrive, or into
   ``part_size``-byte pieces to prove the client reassembles events split anywhere (even inside a UTF-8 char);
-- the invoked variant comes back in ``x-Amzn-Invoked-Production-Variant``.
+- the invoked variant comes back in ``x-Amzn-Invoked-Production-Variant``;
+- with several containers (an endpoint's instances), a call goes to the next one in turn, or to a random one
+  (``routing="random"``), unless it names a stateful session: ``SessionId=NEW_SESSION`` (``InvokeEndpoint`` only;
+  the streaming call is refused it, as SageMaker documents) records the id the container answers in
+  ``X-Amzn-SageMaker-New-Session-Id`` with its instance, and later calls naming that id go there until it expires.
+  A call naming a session the router does not route (unknown, expired) gets a ``ValidationError``: SageMaker does
+  not document its answer, and this is the one our backend assumes.
 
 Faults are queued, one per upcoming request (:meth:`SageMakerRouter.fail_next`), so error mapping is tested
 against real HTTP error shapes that botocore parses itself, never against a patched client.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import binascii
 import http.client
 import json
+import random
 import re
 import struct
 import sys
@@ -96,12 +103,17 @@ class Fault:
     after_parts: int = 0
 
 
+_STREAM_FAULTS = frozenset({"stall", "stream_error", "truncate"})
+
+
 @dataclass(frozen=True)
 class RoutedRequest:
     endpoint: str
     operation: str
     headers: dict[str, str]
     body: Any
+    #: Index of the container (instance) the call went to; -1 when the router answered it itself.
+    instance: int = -1
 
 
 # --------------------------------------------------------------------------------------------- router
@@ -116,11 +128,15 @@ class _Server(ThreadingHTTPServer):
 
 
 class SageMakerRouter:
-    def __init__(self, container_url: str, *, part_size: int | None = None,
-                 invocation_timeout: float = 60.0) -> None:
-        target = urlsplit(container_url)
-        self.container_host = target.hostname or "127.0.0.1"
-        self.container_port = target.port or 8080
+    def __init__(self, container_url: str | list[str], *, part_size: int | None = None,
+                 invocation_timeout: float = 60.0, routing: str = "round-robin", seed: int = 0) -> None:
+        urls = [container_url] if isinstance(container_url, str) else list(container_url)
+        self.instances = [((t.hostname or "127.0.0.1"), t.port or 8080) for t in map(urlsplit, urls)]
+        self.routing = routing
+        self._random = random.Random(seed)
+        self._turn = 0
+        #: Stateful sessions: id -> (instance index, expiry as the container wrote it, epoch seconds).
+        self.sessions: dict[str, tuple[int, float]] = {}
         self.part_size = part_size
         self.invocation_timeout = invocation_timeout
         self.requests: list[RoutedRequest] = []
@@ -158,9 +174,35 @@ class SageMakerRouter:
             self._faults.clear()
             self.requests.clear()
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, streaming: bool) -> Fault | None:
+        """The fault for this request: the next one queued, except that a fault of a stream (``stall``,
+        ``stream_error``, ``truncate``) waits for a streamed call (a streamed turn's session-opening call passes)."""
         with self._lock:
-            return self._faults.popleft() if self._faults else None
+            if not self._faults or (not streaming and self._faults[0].kind in _STREAM_FAULTS):
+                return None
+            return self._faults.popleft()
+
+    def pick(self) -> int:
+        """The instance of a call that names no session: the next in turn, or a random one."""
+        with self._lock:
+            if self.routing == "random":
+                return self._random.randrange(len(self.instances))
+            self._turn = (self._turn + 1) % len(self.instances)
+            return self._turn
+
+    def session_instance(self, session_id: str) -> int | None:
+        """The instance routing ``session_id``, ``None`` if none does (unknown, or expired)."""
+        with self._lock:
+            routed = self.sessions.get(session_id)
+        return routed[0] if routed is not None and routed[1] > time.time() else None
+
+    def remember(self, header: str | None, instance: int) -> None:
+        """Record the session a container opened (its ``<id>; Expires=<time>`` header) on ``instance``."""
+        match = re.fullmatch(r"([^;]+);\s*Expires=(\S+)", (header or "").strip())
+        if match:
+            expires = time.mktime(time.strptime(match[2], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+            with self._lock:
+                self.sessions[match[1]] = (instance, expires)
 
 
 # Convenience constructors for SageMaker's error shapes (status codes as SageMaker Runtime sends them).
@@ -208,29 +250,49 @@ def _handler_for(router: SageMakerRouter) -> type[BaseHTTPRequestHandler]:
                 parsed: Any = json.loads(body)
             except ValueError:
                 parsed = body
-            router.requests.append(RoutedRequest(endpoint, operation, {k.lower(): v for k, v in
-                                                                       self.headers.items()}, parsed))
-            fault = router._next_fault()
+            streaming = operation == "invocations-response-stream"
+            session = self.headers.get("X-Amzn-SageMaker-Session-Id")
+            instance = -1
+            refusal = None
+            if session == "NEW_SESSION" and streaming:
+                refusal = "You can't create a stateful session by using InvokeEndpointWithResponseStream."
+            elif session and session != "NEW_SESSION":
+                known = router.session_instance(session)
+                if known is None:
+                    refusal = f"Session {session} is not found or has expired."
+                instance = -1 if known is None else known
+            else:
+                instance = router.pick()
+            headers_seen = {k.lower(): v for k, v in self.headers.items()}
+            router.requests.append(RoutedRequest(endpoint, operation, headers_seen, parsed, instance))
+            fault = router._next_fault(streaming)
             if fault is not None and fault.kind == "error":
                 self._error(fault.status, fault.code, fault.message, fault.fields, fault.headers)
                 return
+            if refusal is not None:
+                self._error(400, "ValidationError", refusal)
+                return
             if fault is not None and fault.kind == "delay":
                 time.sleep(fault.seconds)
-            streaming = operation == "invocations-response-stream"
             accept = self.headers.get("X-Amzn-SageMaker-Accept" if streaming else "Accept")
             headers = {"Content-Type": self.headers.get("Content-Type", "application/octet-stream")}
             if accept:
                 headers["Accept"] = accept
             if attrs := self.headers.get("X-Amzn-SageMaker-Custom-Attributes"):
                 headers["X-Amzn-SageMaker-Custom-Attributes"] = attrs
+            if session:
+                headers["X-Amzn-SageMaker-Session-Id"] = session
             variant = self.headers.get("X-Amzn-SageMaker-Target-Variant") or "AllTraffic"
-            connection = http.client.HTTPConnection(router.container_host, router.container_port,
-                                                    timeout=router.invocation_timeout)
+            host, port = router.instances[instance]
+            connection = http.client.HTTPConnection(host, port, timeout=router.invocation_timeout)
             try:
                 connection.request("POST", "/invocations", body=body, headers=headers)
                 response = connection.getresponse()
                 if response.status >= 300 or not streaming:
-                    self._relay(response, variant)
+                    opened = response.getheader("X-Amzn-SageMaker-New-Session-Id")
+                    if session == "NEW_SESSION" and response.status < 300:
+                        router.remember(opened, instance)
+                    self._relay(response, variant, opened if session == "NEW_SESSION" else None)
                 else:
                     self._relay_stream(response, variant, fault)
             except TimeoutError:
@@ -239,7 +301,7 @@ def _handler_for(router: SageMakerRouter) -> type[BaseHTTPRequestHandler]:
             finally:
                 connection.close()
 
-        def _relay(self, response: http.client.HTTPResponse, variant: str) -> None:
+        def _relay(self, response: http.client.HTTPResponse, variant: str, new_session: str | None = None) -> None:
             data = response.read()
             if response.status >= 300:
                 text = data.decode("utf-8", "replace")
@@ -250,6 +312,8 @@ def _handler_for(router: SageMakerRouter) -> type[BaseHTTPRequestHandler]:
             self.send_response(200)
             self.send_header("Content-Type", response.getheader("Content-Type", "application/octet-stream"))
             self.send_header("x-Amzn-Invoked-Production-Variant", variant)
+            if new_session:
+                self.send_header("X-Amzn-SageMaker-New-Session-Id", new_session)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -59,3 +59,33 @@ def test_ab_arms_reach_sagemaker_as_target_variants(router: SageMakerRouter, bun
             assert answer.status_code == 200, answer.text
     assert [r.headers.get("x-amzn-sagemaker-target-variant") for r in router.requests] == ["variant-b",
                                                                                            "variant-a"]
+
+
+def test_a_sessions_turns_run_in_the_model_session_its_last_reply_recorded(router: SageMakerRouter,
+                                                                          bundle_dir: Path, tmp_path: Path) -> None:
+    with TestClient(create_app(lambda_settings(bundle_dir, tmp_path))) as client:
+        def turn(content: str, **extra: object) -> str | None:
+            answer = client.post("/v1/chat/completions", json={
+                "model": bundle_dir.name, "max_tokens": 4, "messages": [{"role": "user", "content": content}],
+                **extra})
+            assert answer.status_code == 200, answer.text
+            return answer.headers.get("x-session-id")
+
+        def replies(session_id: str) -> list[dict[str, object]]:
+            messages = client.get(f"/v1/sessions/{session_id}").json()["messages"]["data"]
+            return [m["metadata"] for m in messages if m["role"] == "assistant"]
+
+        session_id = turn("Hello there! Tell me about the mountains, the rivers, the forests and the sea.", user="bob")
+        assert session_id is not None
+        recorded = replies(session_id)[-1]["model_session"]
+        turn("And then?", user="bob")
+        assert turn("A stateless hello") is None
+        stored = replies(session_id)
+    # THEN the first turn asked for a session and recorded the one it got with its reply; the next turn named it
+    # (and ran on the instance behind it, reusing the first turn's cache), recording it again; the stateless turn
+    # named none
+    assert isinstance(recorded, str)
+    sent = [r.headers.get("x-amzn-sagemaker-session-id") for r in router.requests]
+    assert sent == ["NEW_SESSION", recorded.split(";")[0], None]
+    assert stored[-1]["model_session"] == recorded
+    assert isinstance(stored[-1]["cached_tokens"], int) and stored[-1]["cached_tokens"] > 0

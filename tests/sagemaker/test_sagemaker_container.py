@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import httpx
@@ -14,7 +17,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from clawdbot.inference.container import create_app, load_onnx_backend, resolve_model_dir
 from clawdbot.inference.tokenizer_bundle import TokenizerBundle
 from clawdbot.inference.types import ChatMessage
-from tests.sagemaker.conftest import free_port, start_container, stop_container
+from tests.sagemaker.conftest import SERVE, free_port, start_container, stop_container
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -157,3 +160,48 @@ def test_bad_requests_are_openai_errors(container: Container, stream: bool) -> N
     too_long = post({"messages": [{"role": "user", "content": "hello " * 5000}], "stream": stream})
     assert too_long.status_code == 400 and too_long.headers["content-type"] == "application/json"
     assert too_long.json()["error"]["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_asking_for_a_model_session_gets_one(container: Container, stream: bool) -> None:
+    from clawdbot.inference.model_session import parse_session
+
+    response = httpx.post(f"{container.url}/invocations", timeout=60,
+                          headers={"X-Amzn-SageMaker-Session-Id": "NEW_SESSION"},
+                          json={"messages": HELLO, "max_tokens": 2, "stream": stream})
+    assert response.status_code == 200
+    session = parse_session(response.headers["x-amzn-sagemaker-new-session-id"])
+    # THEN the session is routed for the default half hour from now (the id is the routing key; nothing is kept)
+    assert session is not None and 1700 < (session.expires - datetime.now(UTC)).total_seconds() <= 1800
+    # ... and a call that names it (or a session this instance never opened) is served like any other
+    for named in (session.session_id, "ms-from-an-instance-replaced"):
+        again = httpx.post(f"{container.url}/invocations", headers={"X-Amzn-SageMaker-Session-Id": named},
+                           json={"messages": HELLO, "max_tokens": 2}, timeout=60)
+        assert again.status_code == 200 and "x-amzn-sagemaker-new-session-id" not in again.headers
+
+
+def test_a_session_is_opened_alone_only_when_asked_for(container: Container) -> None:
+    url = f"{container.url}/invocations"
+    opened = httpx.post(url, json={"open_session": True}, headers={"X-Amzn-SageMaker-Session-Id": "NEW_SESSION"},
+                        timeout=60)
+    assert opened.status_code == 200
+    assert opened.json() == {"model_session": opened.headers["x-amzn-sagemaker-new-session-id"]}
+    refused = httpx.post(url, json={"open_session": True}, timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "open_session"
+    assert "x-amzn-sagemaker-new-session-id" not in refused.headers
+
+
+def test_serve_takes_the_session_lifetime(model_dir: Path, tmp_path: Path) -> None:
+    from clawdbot.inference.model_session import parse_session
+
+    started = start_container(model_dir, tmp_path / "serve.log", "--session-ttl-seconds", "120")
+    try:
+        opened = httpx.post(f"{started.url}/invocations", json={"open_session": True}, timeout=60,
+                            headers={"X-Amzn-SageMaker-Session-Id": "NEW_SESSION"})
+        session = parse_session(opened.headers["x-amzn-sagemaker-new-session-id"])
+        assert session is not None and 100 < (session.expires - datetime.now(UTC)).total_seconds() <= 120
+    finally:
+        stop_container(started)
+    bad = subprocess.run([sys.executable, str(SERVE), "--session-ttl-seconds", "0"], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert bad.returncode == 2 and "--session-ttl-seconds must be 1 or more" in bad.stderr

@@ -14,8 +14,8 @@ the start moved on, by another slack's worth. The price is up to that share less
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from clawdbot.inference.exceptions import ContextLengthExceededError
 from clawdbot.inference.types import ChatMessage
@@ -37,11 +37,13 @@ START_FACT = "context_start"
 @dataclass(frozen=True, slots=True)
 class FittedHistory:
     """The context (system + kept history + new messages), its prompt tokens, and where its history starts
-    (the seq to remember; ``None`` when nothing needs remembering: all of the session fits, or none of it)."""
+    (the seq to remember; ``None`` when nothing needs remembering: all of the session fits, or none of it), and
+    the facts the session's last reply recorded (its model session, its variant...), read with the history."""
 
     context: list[ChatMessage]
     prompt_tokens: int
     start_seq: int | None = None
+    last_facts: dict[str, Any] = field(default_factory=dict)
 
 
 def fit_history(store: SessionStore, backend: InferenceBackend, session_id: str, system: list[ChatMessage],
@@ -51,6 +53,12 @@ def fit_history(store: SessionStore, backend: InferenceBackend, session_id: str,
     slack."""
     newest = NewestEntries(store, session_id)
     entries = newest.read(first_read(backend, window))
+    last_facts = next((e.attributes for e in reversed(entries) if e.role == "assistant"), {})
+    return replace(_fit(newest, entries, backend, system, new, budget, window, slack), last_facts=dict(last_facts))
+
+
+def _fit(newest: NewestEntries, entries: list[TranscriptEntry], backend: InferenceBackend,
+         system: list[ChatMessage], new: list[ChatMessage], budget: int, window: int, slack: float) -> FittedHistory:
     start = _recorded_start(entries) if slack > 0 else None
     if start is not None:
         since = entries[-1].seq + 1 - start

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from clawdbot.chat.history import START_FACT, fit_history
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.inference.exceptions import ContextLengthExceededError
+from clawdbot.inference.model_session import NEW_SESSION
 from clawdbot.inference.types import ChatMessage, GenerationParams, StreamDelta
 from clawdbot.sessions.context import fit_context
 from clawdbot.sessions.types import NewEntry
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
+#: The fact of a turn's reply entry that names the model session it ran in (``clawdbot.inference.model_session``).
+MODEL_SESSION_FACT = "model_session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,8 @@ class TurnResult:
     first_token_ms: float | None = None
     #: Prompt tokens the engine took from its prefix cache (the last turn's), not computed again.
     cached_tokens: int = 0
+    #: The model session the turn ran in (``clawdbot.inference.model_session``), recorded for the next turn.
+    model_session: str | None = None
 
 
 def user_session_id(user: str, owner: str | None) -> str:
@@ -126,6 +131,9 @@ class ChatService:
         system_prompt = (variant.config.system_prompt if variant is not None else None) or self.settings.system_prompt
 
         context_start = None
+        # A session's turn names where its last turn ran (its reply's fact), or asks for a model session; a
+        # stateless one needs none. A turn served by another variant than the last (forced) runs elsewhere anyway.
+        model_session = NEW_SESSION if session_id is not None else None
         if session_id is None:
             context = [m if m.role not in SYSTEM_ROLES else ChatMessage("system", m.content)
                        for m in request.messages]
@@ -153,6 +161,10 @@ class ChatService:
                 fitted = fit_history(self.store, backend, session_id, system, new_entries, budget,
                                      window=self.settings.history_window, slack=self.settings.context_slack)
                 context, prompt_tokens, context_start = fitted.context, fitted.prompt_tokens, fitted.start_seq
+                facts = fitted.last_facts
+                served_by = variant.name if variant is not None else "default"
+                if isinstance(facts.get(MODEL_SESSION_FACT), str) and facts.get("variant", "default") == served_by:
+                    model_session = facts[MODEL_SESSION_FACT]
         max_tokens = request.max_tokens
         if max_tokens is None:
             max_tokens = max(1, min(self.settings.default_max_tokens,
@@ -166,6 +178,7 @@ class ChatService:
             top_p=1.0 if top_p is None else top_p,
             seed=request.seed,
             stop=request.stop,
+            model_session=model_session,
         )
         return PreparedTurn(
             turn_id=request.turn_id or new_turn_id(), created=int(time.time()), model=self.backend.model_id,
@@ -221,7 +234,8 @@ class ChatService:
     def complete(self, turn: PreparedTurn) -> TurnResult:
         completion = self.backend_for(turn).generate(turn.context, turn.params)
         return self._conclude(turn, completion.text, completion.finish_reason, completion.prompt_tokens,
-                              completion.completion_tokens, cached_tokens=completion.cached_tokens)
+                              completion.completion_tokens, cached_tokens=completion.cached_tokens,
+                              model_session=completion.model_session)
 
     def stream(self, turn: PreparedTurn) -> Iterator[StreamDelta]:
         """Yield deltas; the turn is recorded after the last one (not at all if the consumer stops early)."""
@@ -236,7 +250,7 @@ class ChatService:
             if delta.finish_reason is None:
                 yield delta
         self._conclude(turn, "".join(pieces), last.finish_reason or "stop", last.prompt_tokens,
-                       last.completion_tokens, first_token_ms, last.cached_tokens)
+                       last.completion_tokens, first_token_ms, last.cached_tokens, last.model_session)
         yield last
 
     def stream_ids(self, turn: PreparedTurn) -> tuple[Iterator[int | StreamDelta], Callable[[], Detokenizer]] | None:
@@ -266,10 +280,12 @@ class ChatService:
                           completion_tokens=stream.completion_tokens, cached_tokens=stream.cached_tokens)
 
     def _conclude(self, turn: PreparedTurn, text: str, finish_reason: str, prompt_tokens: int,
-                  completion_tokens: int, first_token_ms: float | None = None, cached_tokens: int = 0) -> TurnResult:
+                  completion_tokens: int, first_token_ms: float | None = None, cached_tokens: int = 0,
+                  model_session: str | None = None) -> TurnResult:
         """The finished turn's result, recorded, then told to the observers: how every way of running a turn ends."""
         result = TurnResult(turn, text, finish_reason, prompt_tokens, completion_tokens,
-                            (time.perf_counter() - turn.started) * 1000, first_token_ms, cached_tokens)
+                            (time.perf_counter() - turn.started) * 1000, first_token_ms, cached_tokens,
+                            model_session)
         self.record(result)
         self._notify(result)
         return result
@@ -301,6 +317,8 @@ class ChatService:
             facts[START_FACT] = turn.context_start
         if result.cached_tokens:
             facts["cached_tokens"] = result.cached_tokens
+        if result.model_session:  # the next turn runs there too (no write of its own)
+            facts[MODEL_SESSION_FACT] = result.model_session
         entries = [NewEntry(m.role, m.content, turn_id=turn.turn_id) for m in turn.new_entries]
         entries.append(NewEntry("assistant", result.text, turn_id=turn.turn_id, attributes=facts))
         self.store.append(turn.session_id, entries, create=turn.create_session, owner=turn.owner)

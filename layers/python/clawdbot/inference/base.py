@@ -66,6 +66,7 @@ class InferenceBackend(ABC):
             prompt_tokens=last.prompt_tokens,
             completion_tokens=last.completion_tokens,
             cached_tokens=last.cached_tokens,
+            model_session=last.model_session,
         )
 
     def prime(self) -> None:  # noqa: B027 - optional hook

@@ -10,7 +10,11 @@ SageMaker starts the image as ``docker run IMAGE serve``, unpacks the model's ``
 - ``POST /invocations`` takes an OpenAI chat completion request and answers an OpenAI chat completion; with
   ``"stream": true`` it answers OpenAI's server-sent events, which SageMaker relays, cut into ``PayloadPart``
   events, to ``InvokeEndpointWithResponseStream`` callers. The container is stateless: the caller sends the whole
-  context (``messages``) each time; sessions are the chat API's job.
+  context (``messages``) each time; sessions are the chat API's job. A call that asks for a *model session*
+  (``SessionId="NEW_SESSION"``, SageMaker's stateful-session routing) gets one in the
+  ``X-Amzn-SageMaker-New-Session-Id`` header, a body of ``{"open_session": true}`` only that: the id is a routing
+  key that brings a conversation's turns back to this instance's prefix cache, and nothing is kept per session
+  (:mod:`clawdbot.inference.model_session`).
 - ``GET /execution-parameters`` tells Batch Transform how many requests to send at once.
 
 Generation runs on a pool of ``max_concurrency`` threads (the backend is thread-safe by contract); requests past
@@ -39,6 +43,13 @@ from starlette.routing import Route
 
 from clawdbot.exceptions import ClawdbotError, InvalidRequestError, ServiceUnavailableError
 from clawdbot.inference.exceptions import InferenceError
+from clawdbot.inference.model_session import (
+    DEFAULT_TTL_SECONDS,
+    NEW_SESSION,
+    NEW_SESSION_HEADER,
+    SESSION_HEADER,
+    new_session,
+)
 from clawdbot.inference.openai_wire import (
     SSE_DONE,
     chunk_body,
@@ -139,8 +150,10 @@ def _internal(exc: BaseException) -> ClawdbotError:
 
 
 def create_app(loader: Callable[[], InferenceBackend], *, max_concurrency: int,
-               on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
-    """The ASGI app. ``loader`` builds the backend (in a background thread, at start-up)."""
+               on_load_error: Callable[[BaseException], None] | None = None,
+               session_ttl_seconds: int = DEFAULT_TTL_SECONDS) -> Starlette:
+    """The ASGI app. ``loader`` builds the backend (in a background thread, at start-up); a model session it
+    opens is routed here for ``session_ttl_seconds``."""
     slot = ModelSlot(loader, on_load_error)
     executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="generate")
 
@@ -164,6 +177,16 @@ def create_app(loader: Callable[[], InferenceBackend], *, max_concurrency: int,
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
             return error_response(InvalidRequestError("The request body is not valid JSON."))
+        # A new model session's id for the response header: this instance is where SageMaker sends its next calls.
+        session = (new_session(session_ttl_seconds).header()
+                   if request.headers.get(SESSION_HEADER) == NEW_SESSION else None)
+        headers = {NEW_SESSION_HEADER: session} if session else {}
+        if isinstance(body, dict) and body.get("open_session") is True:
+            if session is None:
+                return error_response(InvalidRequestError(
+                    f"open_session needs the {SESSION_HEADER} header {NEW_SESSION} (SessionId in the SDKs).",
+                    param="open_session"))
+            return JSONResponse({"model_session": session}, headers=headers)
         try:
             chat = parse_chat_request(body)
         except ClawdbotError as exc:
@@ -171,18 +194,19 @@ def create_app(loader: Callable[[], InferenceBackend], *, max_concurrency: int,
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if chat.stream:
-            return await _stream(backend, chat, completion_id, created)
+            return await _stream(backend, chat, completion_id, created, headers)
         loop = asyncio.get_running_loop()
         try:
             completion = await loop.run_in_executor(executor, backend.generate, chat.messages, chat.params)
         except Exception as exc:
             return error_response(_internal(exc))
         return JSONResponse(
-            completion_body(completion, completion_id=completion_id, model=backend.model_id, created=created)
+            completion_body(completion, completion_id=completion_id, model=backend.model_id, created=created),
+            headers=headers,
         )
 
     async def _stream(backend: InferenceBackend, chat: ChatRequest, completion_id: str,
-                      created: int) -> Response:
+                      created: int, headers: dict[str, str]) -> Response:
         """Start generating and wait for the first delta before answering.
 
         Errors the contract raises before the first delta (the prompt does not fit) become a plain HTTP error
@@ -227,7 +251,7 @@ def create_app(loader: Callable[[], InferenceBackend], *, max_concurrency: int,
                 cancelled.set()  # a client that went away stops the generation at the next token
 
         return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers}
         )
 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -321,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefix-cache-mb", type=int, default=_env_int("CLAWDBOT_PREFIX_CACHE_MB"),
                         help="MiB of finished turns' KV caches kept for prompts that continue them, 0 for none "
                              "(default: $CLAWDBOT_PREFIX_CACHE_MB, else 256)")
+    parser.add_argument("--session-ttl-seconds", type=int, default=_env_int("CLAWDBOT_MODEL_SESSION_TTL_SECONDS"),
+                        help="how long a model session opened here routes a conversation's turns to this "
+                             f"instance (default: $CLAWDBOT_MODEL_SESSION_TTL_SECONDS, else {DEFAULT_TTL_SECONDS})")
     parser.add_argument("serve", nargs="?", help=argparse.SUPPRESS)  # `docker run IMAGE serve` with an ENTRYPOINT
     return parser
 
@@ -353,10 +380,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
         parser.error("--prefix-cache-mb must be 0 or more")
+    if args.session_ttl_seconds is not None and args.session_ttl_seconds < 1:
+        parser.error("--session-ttl-seconds must be 1 or more")
     app = create_app(lambda: load_onnx_backend(model_dir, model_id=args.model_name, threads=args.threads,
                                                prefix_cache_mb=args.prefix_cache_mb),
                      max_concurrency=max_concurrency,
-                     on_load_error=stop)
+                     on_load_error=stop,
+                     session_ttl_seconds=args.session_ttl_seconds or DEFAULT_TTL_SECONDS)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, lifespan="on", access_log=False, log_level="warning",
         timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,

@@ -4,6 +4,13 @@ Generation happens in the endpoint's container (:mod:`clawdbot.inference.contain
 shape; the Lambda sends the whole context each time (the container is stateless) with ``invoke_endpoint``, or
 ``invoke_endpoint_with_response_stream`` when streaming, and reads the OpenAI answer or server-sent events back.
 
+Model sessions (:mod:`clawdbot.inference.model_session`): a turn names the SageMaker stateful session its
+conversation's last turn ran in (``GenerationParams.model_session``), so it runs on the instance that holds that
+turn's KV cache; a turn without a usable one opens a session (``SessionId="NEW_SESSION"``; for a streamed turn
+with a separate open call first, since ``InvokeEndpointWithResponseStream`` cannot open one) and returns it for the
+next turn. A session SageMaker rejects (how it words an expired or unknown session is not documented: a
+``ValidationError`` on a call that named one is taken as that) is dropped and the call made once more in a new one.
+
 What the session layer needs before it calls the model - the prompt's token count and the context length - is
 computed here, from a *tokenizer bundle* shipped with the function (``tokenizer.json``, ``tokenizer_config.json``,
 ``config.json``, ``generation_config.json``; no weights), so trimming history costs no round trip.
@@ -17,6 +24,7 @@ events. Errors are mapped to the API's (see :func:`map_client_error`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +41,7 @@ from clawdbot.inference.exceptions import (
     UpstreamThrottledError,
     UpstreamTimeoutError,
 )
+from clawdbot.inference.model_session import NEW_SESSION, OPEN_SESSION_BODY, ModelSession, parse_session
 from clawdbot.inference.openai_wire import (
     SSEDecoder,
     chat_request_body,
@@ -83,6 +92,9 @@ class SageMakerConfig(BaseSettings):
     #: ``Retry-After`` (seconds) sent with a 429/503 when SageMaker gives none.
     retry_after_seconds: int = Field(default=2, ge=1)
     region_name: str | None = None
+    #: Route a conversation's turns to one instance with SageMaker's stateful sessions (module docstring), where
+    #: its prefix cache is; off: every call goes wherever the endpoint sends it.
+    model_sessions: bool = True
 
     def botocore_config(self) -> Any:
         from botocore.config import Config
@@ -119,6 +131,8 @@ class SageMakerBackend(InferenceBackend):
         self.tokenizer = (tokenizer_dir if isinstance(tokenizer_dir, TokenizerBundle)
                           else TokenizerBundle(tokenizer_dir))
         self._model_id = model_id or self.tokenizer.model_id
+        #: Set when the container refused to open a model session (see :meth:`open_session`).
+        self._sessions_refused = False
         # Made on first use: a cold start that never calls the model pays nothing for it.
         self._client = LazyClient("sagemaker-runtime", self.config.botocore_config, self.config.region_name, client)
 
@@ -154,38 +168,92 @@ class SageMakerBackend(InferenceBackend):
         return self.tokenizer.count_prompt_tokens(messages)
 
     def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
-        body = chat_request_body(messages, params, model=self.model_id, stream=False)
-        try:
+        body = json.dumps(chat_request_body(messages, params, model=self.model_id, stream=False)).encode()
+        session = self._usable_session(params)
+
+        def invoke(session_id: str | None) -> tuple[dict[str, Any], bytes]:
             response = self.client.invoke_endpoint(
-                EndpointName=self.endpoint_name, Body=json.dumps(body).encode(), ContentType="application/json",
-                Accept="application/json", **self._variant(),
+                EndpointName=self.endpoint_name, Body=body, ContentType="application/json",
+                Accept="application/json", **self._variant(), **_session_arg(session_id),
             )
-            payload = response["Body"].read()
+            return response, response["Body"].read()
+
+        opening = NEW_SESSION if self._wants_session(params) else None
+        try:
+            try:
+                response, payload = invoke(session.session_id if session else opening)
+            except Exception as exc:
+                if session is None or not _session_rejected(exc):
+                    raise
+                logger.info("model session %s rejected; opening a new one", session.session_id)
+                session = None
+                response, payload = invoke(opening)
         except Exception as exc:
             raise map_error(exc, self.config.retry_after_seconds) from exc
         logger.debug("invoke_endpoint %s answered by variant %s", self.endpoint_name,
                      response.get("InvokedProductionVariant"))
         try:
-            return parse_completion_body(json.loads(payload))
+            completion = parse_completion_body(json.loads(payload))
         except ValueError as exc:
             raise UpstreamError("The model endpoint answered something that is not JSON.") from exc
+        opened = parse_session(response.get("NewSessionId"))
+        current = opened or session
+        return completion if current is None else dataclasses.replace(completion, model_session=current.header())
 
     def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[StreamDelta]:
         """Call the endpoint now (errors before the stream starts - a prompt too long, throttling - raise here,
         as the in-process engine's do) and return the deltas as they arrive."""
-        body = chat_request_body(messages, params, model=self.model_id, stream=True)
-        try:
-            response = self.client.invoke_endpoint_with_response_stream(
-                EndpointName=self.endpoint_name, Body=json.dumps(body).encode(), ContentType="application/json",
-                Accept="text/event-stream", **self._variant(),
+        body = json.dumps(chat_request_body(messages, params, model=self.model_id, stream=True)).encode()
+        session = self._usable_session(params)
+
+        def invoke(session_id: str | None) -> dict[str, Any]:
+            return self.client.invoke_endpoint_with_response_stream(  # type: ignore[no-any-return]
+                EndpointName=self.endpoint_name, Body=body, ContentType="application/json",
+                Accept="text/event-stream", **self._variant(), **_session_arg(session_id),
             )
+
+        try:
+            if session is None and self._wants_session(params):
+                session = self.open_session()
+            try:
+                response = invoke(session.session_id if session else None)
+            except Exception as exc:
+                if session is None or not _session_rejected(exc):
+                    raise
+                logger.info("model session %s rejected; opening a new one", session.session_id)
+                session = self.open_session()
+                response = invoke(session.session_id if session else None)
         except Exception as exc:
             raise map_error(exc, self.config.retry_after_seconds) from exc
-        return self._read_stream(response["Body"])
+        return self._read_stream(response["Body"], session)
 
-    def _read_stream(self, events: Any) -> Iterator[StreamDelta]:
+    def open_session(self) -> ModelSession | None:
+        """A new model session, opened by a call that generates nothing (a streamed call cannot open one);
+        ``None`` with sessions off, or once a container has refused to open one (an image from before model
+        sessions): its turns then run unrouted instead of paying a failing call each."""
+        if not self.config.model_sessions or self._sessions_refused:
+            return None
         try:
-            yield from self._deltas(events)
+            response = self.client.invoke_endpoint(
+                EndpointName=self.endpoint_name, Body=json.dumps(OPEN_SESSION_BODY).encode(),
+                ContentType="application/json", Accept="application/json", **self._variant(),
+                SessionId=NEW_SESSION,
+            )
+            response["Body"].read()
+        except Exception as exc:
+            if _refused_by_container(exc):
+                logger.warning("the model container does not open model sessions; turns run unrouted")
+                self._sessions_refused = True
+                return None
+            raise
+        return parse_session(response.get("NewSessionId"))
+
+    def _read_stream(self, events: Any, session: ModelSession | None = None) -> Iterator[StreamDelta]:
+        try:
+            for delta in self._deltas(events):
+                if delta.finish_reason is not None and session is not None:
+                    delta = dataclasses.replace(delta, model_session=session.header())
+                yield delta
         except ClawdbotError:
             raise
         except Exception as exc:
@@ -204,6 +272,17 @@ class SageMakerBackend(InferenceBackend):
     def client(self) -> Any:
         """The ``sagemaker-runtime`` client (created on first use, shared with :meth:`for_variant` clones)."""
         return self._client.get()
+
+    def _wants_session(self, params: GenerationParams) -> bool:
+        """Whether this turn runs in a model session: sessions are on and the turn has a conversation to follow."""
+        return self.config.model_sessions and params.model_session is not None
+
+    def _usable_session(self, params: GenerationParams) -> ModelSession | None:
+        """The conversation's model session, if it runs in one and that one is still routed long enough."""
+        if not self._wants_session(params):
+            return None
+        session = parse_session(params.model_session)
+        return session if session is not None and session.usable() else None
 
     def _variant(self) -> dict[str, str]:
         """Routing parameters: the A/B production variant and/or the inference component."""
@@ -248,6 +327,32 @@ class SageMakerBackend(InferenceBackend):
                 prompt_tokens, completion_tokens = chunk.prompt_tokens, chunk.completion_tokens or 0
                 cached_tokens = chunk.cached_tokens
         raise UpstreamError("The model endpoint's stream broke off before [DONE].")
+
+
+def _session_arg(session_id: str | None) -> dict[str, str]:
+    return {"SessionId": session_id} if session_id else {}
+
+
+def _session_rejected(exc: BaseException) -> bool:
+    """Whether SageMaker refused a call for the session it named (a ``ValidationError``, not one about the
+    endpoint): the call is worth making again in a new session."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    error = exc.response.get("Error", {})
+    return error.get("Code") == "ValidationError" and "endpoint" not in str(error.get("Message", "")).lower()
+
+
+def _refused_by_container(exc: BaseException) -> bool:
+    """Whether an open-session call failed because the container answered it with a 4xx (it does not know the
+    call), rather than for a reason every call would share (throttling, a missing endpoint)."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError) or exc.response.get("Error", {}).get("Code") != "ModelError":
+        return False
+    status = exc.response.get("OriginalStatusCode")
+    return isinstance(status, int) and 400 <= status < 500
 
 
 # --------------------------------------------------------------------------------------------- errors

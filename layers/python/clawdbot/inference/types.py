@@ -23,6 +23,11 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    #: Where the conversation's last turn ran (``clawdbot.inference.model_session``: ``<id>; Expires=...``), so a
+    #: backend that routes by it sends this turn to the instance holding its prefix cache; others ignore it.
+    #: ``"NEW_SESSION"`` (or an expired one): a conversation that has none yet, for which such a backend opens one;
+    #: ``None``: a turn nothing will follow (stateless), which needs none.
+    model_session: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,9 @@ class Completion:
     #: Prompt tokens not computed again: the engine reused a finished run's cache for them (OpenAI's
     #: ``usage.prompt_tokens_details.cached_tokens``).
     cached_tokens: int = 0
+    #: The model session the turn ran in (continued or opened), for the conversation's next turn; ``None`` where
+    #: the backend routes no sessions.
+    model_session: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +54,5 @@ class StreamDelta:
     completion_tokens: int = 0
     extra: dict[str, object] = field(default_factory=dict)
     cached_tokens: int = 0
+    #: On the last delta: the model session the turn ran in (see :attr:`Completion.model_session`).
+    model_session: str | None = None
