@@ -1,20 +1,22 @@
 """Model sessions on a multi-instance SageMaker endpoint: conversations whose turns return to the instance holding
 their prefix cache (the default) against turns sent wherever the endpoint's routing sends them.
 
-Each side is an endpoint of ``--instances`` real container processes (the shipped model, one engine thread each)
-behind its own loopback SageMaker router, which sends a call that names no session to a random instance (seeded;
-SageMaker's default routing is random too) and a call naming a session to the instance that opened it. Both sides
-hold the same ``--conversations`` conversations of ``--turns`` streamed turns through :class:`SageMakerBackend`,
-turn by turn interleaved across conversations (an instance's cache sees other conversations' turns in between)
-and alternating between the sides, greedy, so both compute the same replies (checked: the benchmark fails if a
-reply differs). With sessions on, each conversation's first turn pays one extra call that opens its session (a
-streamed call cannot open one).
+Each side is an endpoint of ``--instances`` real container processes (each count in turn; the shipped model,
+one engine thread each) behind its own loopback SageMaker router, which sends a call that names no session to a
+random instance (seeded; SageMaker's default routing is random too) and a call naming a session to the instance
+that opened it. Both sides hold the same ``--conversations`` conversations of ``--turns`` streamed turns through
+:class:`SageMakerBackend`, turn by turn interleaved across conversations (an instance's cache sees other
+conversations' turns in between) and alternating between the sides, greedy, so both compute the same replies
+(checked: the benchmark fails if a reply differs). With sessions on, each conversation's first turn pays one
+extra call that opens its session (a streamed call cannot open one).
 
 Reported per side: the share of prompt tokens the containers took from their caches, the containers' CPU per
 turn (all instances, from ``/proc``: steadier than wall time on a shared machine) and the ratio of the two sides',
 the median turn latency and that of the last quarter of the turns (the longest prompts).
 
-    python -m bench.model_sessions [--instances 2] [--conversations 8] [--turns 10] [--max-tokens 24]
+Keys are prefixed with the instance count (``instances4_sessions_cached_prompt_share``...).
+
+    python -m bench.model_sessions [--instances 2 4] [--conversations 8] [--turns 10] [--max-tokens 24]
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _turn(backend: Any, messages: list[Any], params: Any) -> tuple[float, str, A
     return time.perf_counter() - started, "".join(d.text for d in deltas), deltas[-1]
 
 
-def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+def measure(args: argparse.Namespace, instances: int, scratch: Path) -> dict[str, Any]:
     import boto3
 
     from clawdbot.config.settings import DEFAULT_MODEL_DIR
@@ -68,10 +70,11 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
 
     model_dir = args.model_dir or DEFAULT_MODEL_DIR
     bundle = copy_bundle(model_dir, scratch / model_dir.resolve().name)
+    (scratch).mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         containers = {side: [start_container(model_dir, scratch / f"{side}-{i}.log", wait=False,
                                              env={"CLAWDBOT_CONTAINER_CONCURRENCY": "1"})
-                             for i in range(args.instances)] for side in SIDES}
+                             for i in range(instances)] for side in SIDES}
         for side in SIDES:
             for container in containers[side]:
                 stack.callback(stop_container, container)
@@ -122,9 +125,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             backend.close()
     turns = args.turns * args.conversations
     quarter = max(1, args.turns // 4)
-    results: dict[str, Any] = {"instances": args.instances, "conversations": args.conversations,
-                               "turns_per_conversation": args.turns, "max_tokens": args.max_tokens,
-                               "routing_without_sessions": "random (seeded)"}
+    results: dict[str, Any] = {}
     for side in SIDES:
         flat = [s for row in latency[side] for s in row]
         last = [s for row in latency[side][-quarter:] for s in row]
@@ -139,7 +140,8 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.model_sessions", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--instances", type=int, default=2, help="container processes per endpoint")
+    parser.add_argument("--instances", type=int, nargs="+", default=[2, 4],
+                        help="container processes per endpoint (each count measured in turn)")
     parser.add_argument("--conversations", type=int, default=8)
     parser.add_argument("--turns", type=int, default=10, help="turns per conversation")
     parser.add_argument("--max-tokens", type=int, default=24, help="completion tokens per turn, at most")
@@ -149,20 +151,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
+    results: dict[str, Any] = {"conversations": args.conversations, "turns_per_conversation": args.turns,
+                               "max_tokens": args.max_tokens, "routing_without_sessions": "random (seeded)"}
+    lines = []
     with tempfile.TemporaryDirectory(prefix="clawdbot-bench-model-sessions-") as scratch:
-        results = measure(args, Path(scratch))
+        for instances in args.instances:
+            measured = measure(args, instances, Path(scratch) / f"instances{instances}")
+            results |= {f"instances{instances}_{key}": value for key, value in measured.items()}
+            lines.append(
+                f"{instances} instances, {args.conversations} conversations x {args.turns} turns: prompt tokens from "
+                f"the cache {measured['sessions_cached_prompt_share']:.0%} with model sessions, "
+                f"{measured['unrouted_cached_prompt_share']:.0%} without; container CPU per turn "
+                f"{measured['sessions_container_cpu_ms_per_turn']} / {measured['unrouted_container_cpu_ms_per_turn']}"
+                f" ms ({measured['container_cpu_unrouted_over_sessions']}x); turn p50 "
+                f"{measured['sessions_turn_p50_ms']} / {measured['unrouted_turn_p50_ms']} ms, last quarter "
+                f"{measured['sessions_last_quarter_p50_ms']} / "
+                f"{measured['unrouted_last_quarter_p50_ms']} ms")
     results = {"python_version": platform.python_version(), "cpus_available": len(os.sched_getaffinity(0)),
                "load_average_1min_start": round(load_start, 2), "load_average_1min_end": round(os.getloadavg()[0], 2),
                "wall_s": round(time.perf_counter() - started, 1), **results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"{args.instances} instances, {args.conversations} conversations x {args.turns} turns: prompt tokens from "
-          f"the cache {results['sessions_cached_prompt_share']:.0%} with model sessions, "
-          f"{results['unrouted_cached_prompt_share']:.0%} without; container CPU per turn "
-          f"{results['sessions_container_cpu_ms_per_turn']} / {results['unrouted_container_cpu_ms_per_turn']} ms "
-          f"({results['container_cpu_unrouted_over_sessions']}x); turn p50 {results['sessions_turn_p50_ms']} / "
-          f"{results['unrouted_turn_p50_ms']} ms, last quarter {results['sessions_last_quarter_p50_ms']} / "
-          f"{results['unrouted_last_quarter_p50_ms']} ms; results: {args.out}", flush=True)
+    for line in lines:
+        print(line, flush=True)
+    print(f"results: {args.out}", flush=True)
     return 0
 
 

@@ -88,12 +88,11 @@ ROWS: tuple[Row, ...] = (
         "prefix_cache_cpu_ratio_off_to_on", "x"),
     Row("… turn latency p50, last quarter of the turns: on / off", "prefix_cache",
         "prefix_cache_on_last_turns_p50_ms", "ms", noise="noise"),
-    Row("Model sessions, 2-instance endpoint, 8 conversations x 10 turns: prompt share from the cache, sessions / "
-        "unrouted", "model_sessions", "sessions_cached_prompt_share", "x"),
-    Row("… containers' CPU per turn: sessions / unrouted", "model_sessions", "sessions_container_cpu_ms_per_turn",
-        "ms"),
-    Row("… turn latency p50, last quarter of the turns: sessions / unrouted", "model_sessions",
-        "sessions_last_quarter_p50_ms", "ms", noise="noise"),
+    Row("Model sessions, 8 conversations x 10 turns on a 2 / 4-instance endpoint: prompt share from the cache "
+        "with sessions", "model_sessions", "instances2_sessions_cached_prompt_share", "x"),
+    Row("… without (random routing)", "model_sessions", "instances2_unrouted_cached_prompt_share", "x"),
+    Row("… containers' CPU per turn, without ÷ with", "model_sessions",
+        "instances2_container_cpu_unrouted_over_sessions", "x"),
     Row("Store ops per turn, SQLite, 10 → 1,000 turns of history", "history", "sqlite_h1000_store_ops_per_turn",
         "", "flat", lambda r: _flat(r, "sqlite")),
     Row("Store ops per turn, Redis, 10 → 1,000 turns", "history", "redis_h1000_store_ops_per_turn", "", "flat",
@@ -119,9 +118,9 @@ COMPANIONS: dict[str, tuple[str, ...]] = {
     "dynamodb_h1000_store_ops_per_turn": ("dynamodb_h10_store_ops_per_turn",),
     "sqlite_latency_ratio_1000_vs_10": ("redis_latency_ratio_1000_vs_10", "dynamodb_latency_ratio_1000_vs_10"),
     "prefix_cache_on_last_turns_p50_ms": ("prefix_cache_off_last_turns_p50_ms",),
-    "sessions_cached_prompt_share": ("unrouted_cached_prompt_share",),
-    "sessions_container_cpu_ms_per_turn": ("unrouted_container_cpu_ms_per_turn",),
-    "sessions_last_quarter_p50_ms": ("unrouted_last_quarter_p50_ms",),
+    "instances2_sessions_cached_prompt_share": ("instances4_sessions_cached_prompt_share",),
+    "instances2_unrouted_cached_prompt_share": ("instances4_unrouted_cached_prompt_share",),
+    "instances2_container_cpu_unrouted_over_sessions": ("instances4_container_cpu_unrouted_over_sessions",),
     "serve_c1_turns_per_s": ("serve_c4_turns_per_s", "serve_c16_turns_per_s", "serve_c64_turns_per_s"),
 }
 
