@@ -89,3 +89,19 @@ def test_a_sessions_turns_run_in_the_model_session_its_last_reply_recorded(route
     assert sent == ["NEW_SESSION", recorded.split(";")[0], None]
     assert stored[-1]["model_session"] == recorded
     assert isinstance(stored[-1]["cached_tokens"], int) and stored[-1]["cached_tokens"] > 0
+
+
+def test_a_turn_forced_onto_another_arm_opens_its_own_model_session(router: SageMakerRouter, bundle_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    arms = [{"name": "a", "target_variant": "variant-a"}, {"name": "b", "target_variant": "variant-b"}]
+    with TestClient(create_app(lambda_settings(bundle_dir, tmp_path, ab_variants=arms))) as client:
+        for arm in ("a", "a", "b"):
+            answer = client.post("/v1/chat/completions", headers={"x-clawdbot-variant": arm}, json={
+                "model": bundle_dir.name, "user": "carol", "max_tokens": 2,
+                "messages": [{"role": "user", "content": "Hi"}]})
+            assert answer.status_code == 200, answer.text
+    # THEN arm a's second turn ran in the session its first opened; the turn on arm b (other instances) opened one
+    sent = [(r.headers.get("x-amzn-sagemaker-target-variant"), r.headers.get("x-amzn-sagemaker-session-id"))
+            for r in router.requests]
+    assert sent[0] == ("variant-a", "NEW_SESSION") and sent[2] == ("variant-b", "NEW_SESSION")
+    assert sent[1][0] == "variant-a" and sent[1][1] not in (None, "NEW_SESSION")
