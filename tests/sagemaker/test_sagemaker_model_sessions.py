@@ -159,3 +159,17 @@ def test_a_container_that_cannot_open_sessions_serves_streams_unrouted(endpoint:
     # THEN the turns streamed without a session, and only the first paid for the failed open call
     assert [r.operation for r in endpoint.requests] == ["invocations", "invocations-response-stream",
                                                         "invocations-response-stream"]
+
+
+def test_a_streamed_turn_whose_session_cannot_be_opened_runs_unrouted(endpoint: SageMakerRouter,
+                                                                       bundle_dir: Path) -> None:
+    backend = backend_for(endpoint, bundle_dir)
+    endpoint.fail_next(model_error(500, "the instance is unwell"))  # GIVEN the open call fails on the server side
+    params = GenerationParams(max_tokens=2, model_session=NEW_SESSION)
+    last = list(backend.stream([ChatMessage("user", "Hi!")], params))[-1]
+    # THEN the turn still streamed, in no session; the next turn tries to open one again
+    assert last.finish_reason is not None and last.model_session is None
+    last = list(backend.stream([ChatMessage("user", "Hi!")], params))[-1]
+    assert parse_session(last.model_session) is not None
+    assert [r.operation for r in endpoint.requests] == ["invocations", "invocations-response-stream",
+                                                        "invocations", "invocations-response-stream"]

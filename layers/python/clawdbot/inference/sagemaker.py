@@ -229,8 +229,9 @@ class SageMakerBackend(InferenceBackend):
 
     def open_session(self) -> ModelSession | None:
         """A new model session, opened by a call that generates nothing (a streamed call cannot open one);
-        ``None`` with sessions off, or once a container has refused to open one (an image from before model
-        sessions): its turns then run unrouted instead of paying a failing call each."""
+        ``None`` with sessions off, when the call fails (the turn then runs unrouted: a session only saves work,
+        and the turn's own call reports what is wrong), and from the time a container refused to open one (an
+        image from before model sessions) on, so its turns do not pay a failing call each."""
         if not self.config.model_sessions or self._sessions_refused:
             return None
         try:
@@ -244,8 +245,9 @@ class SageMakerBackend(InferenceBackend):
             if _refused_by_container(exc):
                 logger.warning("the model container does not open model sessions; turns run unrouted")
                 self._sessions_refused = True
-                return None
-            raise
+            else:
+                logger.info("opening a model session failed (%s); this turn runs unrouted", type(exc).__name__)
+            return None
         return parse_session(response.get("NewSessionId"))
 
     def _read_stream(self, events: Any, session: ModelSession | None = None) -> Iterator[StreamDelta]:
