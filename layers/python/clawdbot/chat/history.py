@@ -50,7 +50,8 @@ def fit_history(store: SessionStore, backend: InferenceBackend, session_id: str,
                 new: list[ChatMessage], budget: int, *, window: int, slack: float) -> FittedHistory:
     """The context of a session's next turn: from the start the last turn recorded if it still fits, else the
     longest tail that fits, or, when that already drops history and ``slack`` is set, a tail shorter by the
-    slack."""
+    slack; with the facts of the session's last reply, which the first read brings anyway (the model session
+    the turn continues: ``clawdbot.chat.service``)."""
     newest = NewestEntries(store, session_id)
     entries = newest.read(first_read(backend, window))
     last_facts = next((e.attributes for e in reversed(entries) if e.role == "assistant"), {})
