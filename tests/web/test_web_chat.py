@@ -16,7 +16,7 @@ from tests.web.conftest import server_env, start_server, stop_server
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from playwright.sync_api import Page
+    from playwright.sync_api import Page, Route
 
     from tests.web.conftest import WebServer
 
@@ -73,6 +73,36 @@ def test_a_message_streams_its_reply_and_shows_variant_and_tokens(new_page: Call
     listed = page.locator(f".session[data-id='{session_id}']")
     expect(listed).to_have_attribute("aria-current", "true")
     expect(listed.locator(".session-title")).to_have_text("Hello! How are you today?")
+
+
+def test_a_message_sent_while_the_list_loads_keeps_its_reply_in_view(new_page: Callable[..., Page],
+                                                                    web_server: WebServer) -> None:
+    """The page reopened "the current conversation" once its list arrived: the one a message sent meanwhile had
+    just started, whose streamed reply it wiped from the view (CI: a reply that never showed)."""
+    page = new_page()
+    held: dict[str, Route] = {}
+
+    def hold_first(name: str) -> Callable[[Route], None]:
+        def handle(route: Route) -> None:
+            if name in held:
+                route.continue_()
+            else:
+                held[name] = route
+        return handle
+
+    page.route(re.compile(r".*/v1/sessions\?limit=100$"), hold_first("list"))
+    page.route(re.compile(r".*/v1/chat/completions$"), hold_first("turn"))
+    open_chat(page, web_server.key)  # the model is known; the conversation list is still on its way (held)
+    page.fill("#prompt", "Hello! How are you today?")
+    page.press("#prompt", "Enter")
+    expect(page.locator(".message.assistant.streaming")).to_have_count(1)
+    # WHEN the list arrives while the turn is on its way (its conversation still empty on the server) ...
+    held["list"].continue_()
+    page.wait_for_timeout(500)  # time for the page to reopen a conversation, as it did
+    held["turn"].continue_()
+    # THEN the reply streams into the view it started in
+    expect(page.locator(".message.assistant").first.locator(".rating")).to_be_visible()
+    expect(page.locator(".message.user")).to_have_text(["Hello! How are you today?"])
 
 
 def test_reload_finds_the_conversation_again(new_page: Callable[..., Page], web_server: WebServer) -> None:

@@ -334,12 +334,15 @@ function closeSidebar() {
 /** Ask for the model (which also tells whether the key works), then list and reopen conversations. */
 async function start() {
   showError("");
+  // The conversation to reopen is the one open now: a message sent while the list loads starts (and streams into)
+  // a new one, which reopening would wipe from the view mid-reply.
+  const reopen = state.sessionId;
   const models = await apiJson("v1/models");
   state.model = models.data[0].id;
   $("model").textContent = state.model;
   await loadSessions();
-  if (state.sessionId) {
-    await openSession(state.sessionId).catch((error) => {
+  if (reopen && state.sessionId === reopen && !state.abort) {
+    await openSession(reopen).catch((error) => {
       if (error instanceof ApiError && error.status === 404) startNew();
       else throw error;
     });
