@@ -79,9 +79,6 @@ DEFAULT_PORT = 8080
 KEEP_ALIVE_SECONDS = 75
 #: SageMaker sends SIGKILL 30 s after SIGTERM; finish in-flight requests within that.
 GRACEFUL_SHUTDOWN_SECONDS = 25
-#: Fewest generations run at once: one request is always between tokens (sampling, detokenizing, HTTP in Python)
-#: while another runs the graph; see docs/sagemaker.md for measurements. The default is the CPUs available.
-MIN_DEFAULT_CONCURRENCY = 2
 
 
 # --------------------------------------------------------------------------------------------- model folder
@@ -299,7 +296,7 @@ def _produce(start: Callable[[], Iterator[StreamDelta]], queue: asyncio.Queue[ob
 
 # --------------------------------------------------------------------------------------------- serve
 def load_onnx_backend(model_dir: Path, *, model_id: str | None = None, threads: int | None = None,
-                      prefix_cache_mb: int | None = None) -> InferenceBackend:
+                      prefix_cache_mb: int | None = None, max_generations: int | None = None) -> InferenceBackend:
     """The shipped engine: ONNX Runtime on the model folder (imported here: it pulls in onnxruntime/numpy).
 
     Threads default to the CPUs the container may use (cgroup-aware); the provider is CUDA when the image has
@@ -311,18 +308,20 @@ def load_onnx_backend(model_dir: Path, *, model_id: str | None = None, threads: 
 
     megabytes = DEFAULT_PREFIX_CACHE_MB if prefix_cache_mb is None else prefix_cache_mb
     return OnnxBackend(model_dir, model_id=model_id,
-                       options=RuntimeOptions(threads=threads, prefix_cache_bytes=megabytes << 20))
+                       options=RuntimeOptions(threads=threads, prefix_cache_bytes=megabytes << 20,
+                                              max_generations=max_generations))
 
 
 def default_concurrency() -> int:
-    """One generation per CPU the container may use (cgroup-aware), at least two.
+    """One generation per CPU the container may use (cgroup-aware), at least two (the engine's own default,
+    ``clawdbot.inference.onnx.runtime.default_generations``; docs/sagemaker.md has the measurements).
 
     A small decoder's step is too short for ONNX Runtime to spread over many cores, so throughput comes from
     running requests side by side rather than from more intra-op threads.
     """
-    from clawdbot.inference.onnx.runtime import available_cpus
+    from clawdbot.inference.onnx.runtime import default_generations
 
-    return max(MIN_DEFAULT_CONCURRENCY, available_cpus())
+    return default_generations()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.session_ttl_seconds is not None and args.session_ttl_seconds < 1:
         parser.error("--session-ttl-seconds must be 1 or more")
     app = create_app(lambda: load_onnx_backend(model_dir, model_id=args.model_name, threads=args.threads,
-                                               prefix_cache_mb=args.prefix_cache_mb),
+                                               prefix_cache_mb=args.prefix_cache_mb,
+                                               max_generations=max_concurrency),
                      max_concurrency=max_concurrency,
                      on_load_error=stop,
                      session_ttl_seconds=args.session_ttl_seconds or DEFAULT_TTL_SECONDS)

@@ -92,7 +92,8 @@ class OnnxBackend(InferenceBackend):
         from clawdbot.inference.onnx.runtime import RuntimeOptions
 
         return cls(settings.model_dir, model_id=settings.model_name,
-                   options=RuntimeOptions(prefix_cache_bytes=settings.prefix_cache_mb << 20))
+                   options=RuntimeOptions(prefix_cache_bytes=settings.prefix_cache_mb << 20,
+                                          max_generations=settings.generation_concurrency))
 
     def _eos_ids(self) -> list[int]:
         ids = list(self.folder.eos_token_ids())

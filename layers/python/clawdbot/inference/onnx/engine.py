@@ -29,6 +29,7 @@ continues a cache with several tokens at once as a cache-less run computes them.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,8 +66,10 @@ class DecoderEngine:
 
     def __init__(self, session: ort.InferenceSession, spec: GraphSpec, *, device: str = "cpu",
                  in_place_cache: bool | None = None, prefix_cache_bytes: int = 0,
-                 max_capacity: int | None = None) -> None:
+                 max_capacity: int | None = None, max_generations: int | None = None) -> None:
         import numpy as np
+
+        from clawdbot.inference.onnx.runtime import default_generations
 
         self.session = session
         self.spec = spec
@@ -80,6 +83,9 @@ class DecoderEngine:
         self.in_place_cache = self.supports_in_place_cache() if in_place_cache is None else in_place_cache
         #: Positions a run may hold (the model's context); with a prefix cache, runs get room up to it.
         self.max_capacity = max_capacity
+        #: Generations that may run at once (:meth:`generate` holds one from its first step to its end).
+        self.max_generations = max_generations or default_generations()
+        self._slots = threading.BoundedSemaphore(self.max_generations)
         self.prefix_cache: PrefixCache | None = None
         if prefix_cache_bytes > 0 and device == "cpu" and self.supports_prefix_reuse():
             from clawdbot.inference.onnx.prefix_cache import PrefixCache
@@ -101,18 +107,26 @@ class DecoderEngine:
         session, device = create_session(folder.graph_path, options, graph_bytes=rewritten)
         spec = GraphSpec.from_io(session.get_inputs(), session.get_outputs(), folder)
         return cls(session, spec, device=device, prefix_cache_bytes=options.prefix_cache_bytes,
-                   max_capacity=folder.context_length)
+                   max_capacity=folder.context_length, max_generations=options.max_generations)
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompt_ids: Sequence[int], *, max_new_tokens: int, sampler: Callable[[np.ndarray], int],
                  use_cache: bool = True, report: RunReport | None = None) -> Iterator[int]:
         """Yield up to ``max_new_tokens`` sampled ids. Lazy: each next() runs one step, so a caller that stops
         iterating (EOS, stop string, client gone) costs no further compute. EOS is the caller's business.
-        ``report`` is told how many prompt tokens came from the prefix cache."""
+        ``report`` is told how many prompt tokens came from the prefix cache.
+
+        A generation holds one of :attr:`max_generations` slots from its first step until it ends or the caller
+        stops iterating; past that many, the next waits for a slot before its prefill."""
         if not prompt_ids:
             raise InferenceError("cannot generate from an empty prompt")
         if max_new_tokens <= 0:
             return
+        with self._slots:
+            yield from self._generate(prompt_ids, max_new_tokens, sampler, use_cache, report)
+
+    def _generate(self, prompt_ids: Sequence[int], max_new_tokens: int, sampler: Callable[[np.ndarray], int],
+                  use_cache: bool, report: RunReport | None) -> Iterator[int]:
         if not use_cache:
             yield from self._generate_without_cache(prompt_ids, max_new_tokens, sampler)
             return
