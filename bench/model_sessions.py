@@ -33,12 +33,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from bench.prefix_cache import QUESTIONS, SYSTEM  # the same conversations as the prefix cache's own benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "model_sessions.json"
-SYSTEM = "You are Clawdbot, a friendly and concise assistant."
-QUESTIONS = ("Hi! How are you today?", "What should I pack for a trip to the mountains?",
-             "Can you recommend a good book?", "What's your favourite food?", "Tell me about the sea.",
-             "How do I bake bread?", "What is a good name for a cat?", "Why is the sky blue?")
 SIDES = ("sessions", "unrouted")
 
 
