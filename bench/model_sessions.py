@@ -41,12 +41,10 @@ SIDES = ("sessions", "unrouted")
 
 
 def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes so far (Linux ``/proc``)."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of these processes so far."""
+    from bench.serving import process_cpu_seconds
+
+    return sum(process_cpu_seconds(pid) for pid in pids)
 
 
 def _turn(backend: Any, messages: list[Any], params: Any) -> tuple[float, str, Any]:

@@ -156,16 +156,21 @@ class Server:
     pid: int
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far (Linux ``/proc``; 0.0 elsewhere).
+        """User + system CPU time the server process has used so far (:func:`process_cpu_seconds`)."""
+        return process_cpu_seconds(self.pid)
 
-        CPU time per turn is the steadiest figure on a shared machine: other processes' load stretches wall
-        times, not the CPU a request costs.
-        """
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far (Linux ``/proc``; 0.0 elsewhere).
+
+    CPU time per turn is the steadiest figure on a shared machine: other processes' load stretches wall times,
+    not the CPU a request costs.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _port_open(port: int) -> bool:
