@@ -128,6 +128,7 @@ class ChatService:
         session_id, create, meta = self._resolve_session(request)
         variant, record_variant = self._variant(request, session_id, meta)
         backend = variant.backend if variant is not None else self.backend
+        variant_name = variant.name if variant is not None else "default"
         system_prompt = (variant.config.system_prompt if variant is not None else None) or self.settings.system_prompt
 
         context_start = None
@@ -162,8 +163,7 @@ class ChatService:
                                      window=self.settings.history_window, slack=self.settings.context_slack)
                 context, prompt_tokens, context_start = fitted.context, fitted.prompt_tokens, fitted.start_seq
                 facts = fitted.last_facts
-                served_by = variant.name if variant is not None else "default"
-                if isinstance(facts.get(MODEL_SESSION_FACT), str) and facts.get("variant", "default") == served_by:
+                if isinstance(facts.get(MODEL_SESSION_FACT), str) and facts.get("variant", "default") == variant_name:
                     model_session = facts[MODEL_SESSION_FACT]
         max_tokens = request.max_tokens
         if max_tokens is None:
@@ -184,7 +184,7 @@ class ChatService:
             turn_id=request.turn_id or new_turn_id(), created=int(time.time()), model=self.backend.model_id,
             context=context, params=params, prompt_tokens=prompt_tokens, session_id=session_id,
             new_entries=new_entries, create_session=create, owner=request.owner,
-            variant=variant.name if variant is not None else "default", record_variant=record_variant,
+            variant=variant_name, record_variant=record_variant,
             context_start=context_start,
         )
 
