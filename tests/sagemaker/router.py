@@ -24,6 +24,7 @@ against real HTTP error shapes that botocore parses itself, never against a patc
 from __future__ import annotations
 
 import binascii
+import calendar
 import http.client
 import json
 import random
@@ -200,7 +201,7 @@ class SageMakerRouter:
         """Record the session a container opened (its ``<id>; Expires=<time>`` header) on ``instance``."""
         match = re.fullmatch(r"([^;]+);\s*Expires=(\S+)", (header or "").strip())
         if match:
-            expires = time.mktime(time.strptime(match[2], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+            expires = calendar.timegm(time.strptime(match[2], "%Y-%m-%dT%H:%M:%SZ"))  # a UTC time
             with self._lock:
                 self.sessions[match[1]] = (instance, expires)
 
