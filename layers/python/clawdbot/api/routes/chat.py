@@ -87,10 +87,11 @@ async def chat_completions(
         except BaseException:
             await batches.aclose()
             raise
-        turn, _, text_stage = head[0]
+        turn, text_stage, first = head[0]
         headers = _turn_headers(turn)
         return _EventStream(
-            _sse(turn, head[1:], batches, include_usage, claim, headers, text_stage), media_type="text/event-stream",
+            _sse(turn, [first, *head[1:]], batches, include_usage, claim, headers, text_stage),
+            media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
     # One thread hop for the whole blocking turn (store reads, model, append), not one per step.
     payload, headers = await run_in_threadpool(_complete, res.chat, turn_request, claim)
@@ -125,8 +126,11 @@ def _complete(chat: ChatService, request: TurnRequest, claim: Claim | None) -> t
 
 
 def _produce(chat: ChatService, request: TurnRequest, claim: Claim | None, include_usage: bool) -> Iterator[Any]:
-    """The streamed turn, iterated on its worker thread: the turn, its content-event template and its text stage
-    once its first token is in (so that what fails before any text fails the request), then the turn's items.
+    """The streamed turn, iterated on its worker thread: the turn with its text stage and its first item once its
+    first token is in (so that what fails before any text fails the request), then the turn's other items.
+
+    The first item travels with the turn, in one hand-off: handed over apart, it could miss the batch the turn
+    is taken in, and the next batch is held for the coalescing window (``TOKEN_COALESCE_S``) after that one.
 
     Without stop strings on the in-process model the items are token ids and the final delta, and the text stage
     (:class:`_TextOnLoop`) makes the text and events on the event loop's thread, so this thread only runs the
@@ -144,13 +148,11 @@ def _produce(chat: ChatService, request: TurnRequest, claim: Claim | None, inclu
     content = _ContentEvents(_common(turn, include_usage))
     try:
         if ids is not None:
-            yield turn, content, _TextOnLoop(ids[1](), content)
-            yield first
+            yield turn, _TextOnLoop(ids[1](), content), first
             if not isinstance(first, StreamDelta):
                 yield from deltas
             return
-        yield turn, content, None
-        yield first, content(first.text) if first.text else None
+        yield turn, None, (first, content(first.text) if first.text else None)
         if first.finish_reason is None:
             yield from content.tag(deltas)
     finally:
