@@ -17,6 +17,7 @@ BENCHMARKS: tuple[str, ...] = (
     "coldstart",
     "api_generation",
     "prefix_cache",
+    "prompt_encoding",
     "model_sessions",
     "history",
     "throughput",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from clawdbot.inference.exceptions import ModelLoadError
 from clawdbot.inference.onnx.chat_template import ChatTemplate
 from clawdbot.inference.onnx.model_folder import ModelFolder
-from clawdbot.inference.prompt_count import PromptTokenCounter
+from clawdbot.inference.prompt_pieces import PromptPieces
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,12 +34,13 @@ SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_
 
 
 class TokenizerBundle:
-    """Prompt encoding for a model folder or a tokenizer bundle; thread-safe (tokenizers' encode is)."""
+    """Prompt encoding for a model folder or a tokenizer bundle (the ONNX backend's prompt side too);
+    thread-safe (tokenizers' encode is)."""
 
-    def __init__(self, path: str | Path, *, model_id: str | None = None) -> None:
+    def __init__(self, path: str | Path | ModelFolder, *, model_id: str | None = None) -> None:
         from tokenizers import Tokenizer
 
-        self.folder = ModelFolder.load(path, require_graph=False)
+        self.folder = path if isinstance(path, ModelFolder) else ModelFolder.load(path, require_graph=False)
         try:
             self.tokenizer = Tokenizer.from_file(str(self.folder.path / "tokenizer.json"))
         except Exception as exc:  # tokenizers raises a bare Exception on bad files
@@ -47,7 +48,7 @@ class TokenizerBundle:
         self.template = ChatTemplate(
             self.folder.chat_template, {name: self.folder.special_token(name) for name in SPECIAL_TOKEN_NAMES}
         )
-        self._counter = PromptTokenCounter(self.tokenizer)
+        self.pieces = PromptPieces(self.tokenizer)
         #: The folder's name, as the ONNX engine names a model, so both backends report the same id.
         self.model_id = model_id or self.folder.path.resolve().name
         self.context_length = self.folder.context_length
@@ -57,13 +58,14 @@ class TokenizerBundle:
                                     add_generation_prompt=True)
 
     def encode_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Prompt ids exactly as the engine builds them: template with the generation prompt, no extra BOS."""
-        # encode_batch_fast skips the character offsets encode() computes and nobody reads here.
-        return self.tokenizer.encode_batch_fast([self._render(messages)], add_special_tokens=False)[0].ids
+        """Prompt ids as transformers' ``apply_chat_template(..., add_generation_prompt=True)`` makes them: the
+        template writes any BOS and special tokens, so none are added (transformers avoids that too)."""
+        # From cached pieces: only the text new since the last turn is encoded (clawdbot.inference.prompt_pieces).
+        return self.pieces.encode(self._render(messages))
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        # From cached counts of the prompt's pieces: the context fit counts 2-4 prompts per turn.
-        return self._counter.count(self._render(messages))
+        # From cached pieces too: the context fit counts 2-4 prompts per turn.
+        return self.pieces.count(self._render(messages))
 
 
 def copy_bundle(model_dir: str | Path, out_dir: str | Path) -> Path:

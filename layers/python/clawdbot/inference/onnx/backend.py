@@ -14,10 +14,8 @@ from typing import TYPE_CHECKING
 
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.inference.base import InferenceBackend
-from clawdbot.inference.exceptions import ContextLengthExceededError, ModelLoadError
-from clawdbot.inference.onnx.chat_template import ChatTemplate
+from clawdbot.inference.exceptions import ContextLengthExceededError
 from clawdbot.inference.onnx.model_folder import ModelFolder
-from clawdbot.inference.prompt_count import PromptTokenCounter
 from clawdbot.inference.types import Completion, StreamDelta
 
 if TYPE_CHECKING:
@@ -31,6 +29,7 @@ if TYPE_CHECKING:
     from clawdbot.inference.onnx.engine import DecoderEngine
     from clawdbot.inference.onnx.runtime import RuntimeOptions
     from clawdbot.inference.token_ids import TokenIdStream
+    from clawdbot.inference.tokenizer_bundle import TokenizerBundle
     from clawdbot.inference.types import ChatMessage, FinishReason, GenerationParams
 
 logger = logging.getLogger(__name__)
@@ -46,8 +45,6 @@ _FAST_TOKEN_S = 0.001
 #: own stream now takes token ids instead, ``stream_ids``; text streams serve the SageMaker container and
 #: whoever else iterates ``stream``.)
 _GROUP_S = 1 / 60
-_SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token",
-                        "mask_token")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,20 +59,13 @@ class OnnxBackend(InferenceBackend):
 
     def __init__(self, model_dir: str | Path, *, model_id: str | None = None,
                  options: RuntimeOptions | None = None) -> None:
-        from tokenizers import Tokenizer
-
         from clawdbot.inference.onnx.engine import DecoderEngine
+        from clawdbot.inference.tokenizer_bundle import TokenizerBundle  # it imports this package
 
         self.folder = ModelFolder.load(model_dir)
-        try:
-            self.tokenizer: Tokenizer = Tokenizer.from_file(str(self.folder.path / "tokenizer.json"))
-        except Exception as exc:  # tokenizers raises a bare Exception on bad files
-            raise ModelLoadError(f"tokenizer.json in {self.folder.path} cannot be loaded: {exc}") from exc
-        self.template = ChatTemplate(
-            self.folder.chat_template,
-            {name: self.folder.special_token(name) for name in _SPECIAL_TOKEN_NAMES},
-        )
-        self._counter = PromptTokenCounter(self.tokenizer)
+        #: The prompt side (template, tokenizer, cached pieces): the same as a Lambda's tokenizer bundle.
+        self.prompts: TokenizerBundle = TokenizerBundle(self.folder)
+        self.tokenizer: Tokenizer = self.prompts.tokenizer
         self.engine: DecoderEngine = DecoderEngine.from_folder(self.folder, options)
         self.eos_token_ids = frozenset(self._eos_ids())
         self._model_id = model_id or self.folder.path.resolve().name
@@ -113,19 +103,11 @@ class OnnxBackend(InferenceBackend):
     def context_length(self) -> int:
         return self._context_length
 
-    def _render(self, messages: Sequence[ChatMessage]) -> str:
-        return self.template.render([{"role": m.role, "content": m.content} for m in messages],
-                                    add_generation_prompt=True)
-
     def encode_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Prompt ids as transformers' ``apply_chat_template(..., add_generation_prompt=True)`` makes them."""
-        # The template already wrote any BOS/special tokens; adding them again is what transformers avoids too.
-        # encode_batch_fast skips the character offsets encode() computes and nobody reads here.
-        return self.tokenizer.encode_batch_fast([self._render(messages)], add_special_tokens=False)[0].ids
+        return self.prompts.encode_prompt(messages)
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        # From cached counts of the prompt's pieces: the context fit counts 2-4 prompts per turn.
-        return self._counter.count(self._render(messages))
+        return self.prompts.count_prompt_tokens(messages)
 
     def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[StreamDelta]:
         # Validate eagerly (context window, parameters): the caller sees the error before any delta.
