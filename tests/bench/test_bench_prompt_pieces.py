@@ -111,7 +111,7 @@ def test_the_cache_keeps_to_its_token_budget_and_stays_exact() -> None:
         text = _render([ChatMessage("user", f"Message {turn} with a few more words than a word.")])
         assert pieces.encode(text) == _whole(BUNDLE.tokenizer, text)
         assert pieces._cached <= 200
-        assert pieces._cached == sum(len(ids) for ids in pieces._pieces.values())
+        assert pieces._cached == sum(max(len(ids), 1) for ids in pieces._pieces.values())
     assert len(pieces._pieces) < 60  # older pieces went out
     huge = "word " * 400  # longer than the whole budget: encoded, not kept
     assert pieces.encode(huge) == _whole(BUNDLE.tokenizer, huge)
@@ -138,3 +138,16 @@ def test_the_benchmark_compares_equal_ids(tmp_path: Path) -> None:
         assert results[f"prompt_encoding_h{turns}_whole_ms"] > 0
     assert (results["prompt_encoding_h10_prompt_tokens"] < results["prompt_encoding_h100_prompt_tokens"]
             < results["prompt_encoding_h1000_prompt_tokens"])
+
+
+def test_pieces_that_encode_to_nothing_still_count_against_the_budget() -> None:
+    def drop_hashes(spec: dict) -> None:  # a normalizer that removes '#': a piece of them encodes to no token
+        spec["normalizer"] = {"type": "Replace", "pattern": {"String": "#"}, "content": ""}
+
+    tokenizer = _variant(drop_hashes)
+    pieces = PromptPieces(tokenizer, cache_tokens=5)
+    assert pieces.exact_pieces
+    for count in range(1, 30):
+        text = f"<|im_start|>{'#' * count}<|im_end|>"
+        assert pieces.encode(text) == _whole(tokenizer, text)
+        assert len(pieces._pieces) <= 5

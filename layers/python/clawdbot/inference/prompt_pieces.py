@@ -97,9 +97,9 @@ class PromptPieces:
         with self._lock:  # writers only: a reader sees a piece whole or not at all
             if text not in pieces:
                 pieces[text] = ids
-                self._cached += len(ids)
+                self._cached += _weight(ids)
                 while self._cached > self.cache_tokens:
-                    self._cached -= len(pieces.pop(next(iter(pieces))))
+                    self._cached -= _weight(pieces.pop(next(iter(pieces))))
         return ids
 
     def _probe_agrees(self, contents: list[str]) -> bool:
@@ -123,6 +123,12 @@ class PromptPieces:
             elif part:
                 ids.extend(piece(part))
         return ids
+
+
+def _weight(ids: array[int]) -> int:
+    """A piece's share of the budget: its tokens, and at least one, so pieces that encode to nothing (text a
+    normalizer removes) cannot pile up unbounded."""
+    return len(ids) or 1
 
 
 __all__ = ["CACHE_TOKENS", "PromptPieces"]
