@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from clawdbot.config.settings import Settings
     from clawdbot.inference.base import InferenceBackend
     from clawdbot.sessions.base import SessionStore
+    from clawdbot.traffic.concurrency import ConcurrencyLimit
 
 
 @dataclass
@@ -26,6 +27,9 @@ class Resources:
     chat: ChatService
     #: Unix time the model was loaded (the ``created`` of ``/v1/models``).
     loaded_at: int = 0
+    #: Chat turns admitted at once where the model runs in this process (set by traffic control; ``None``: none
+    #: held back here, as on Lambda or with a remote model).
+    turns: ConcurrencyLimit | None = None
 
 
 async def get_resources(request: Request) -> Resources:

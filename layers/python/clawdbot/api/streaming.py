@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,8 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-async def iterate_batches_in_thread(iterator: Iterator[T], coalesce_s: float = 0.0) -> AsyncIterator[list[T]]:
+async def iterate_batches_in_thread(iterator: Iterator[T], coalesce_s: float = 0.0,
+                                   on_done: Callable[[], None] | None = None) -> AsyncIterator[list[T]]:
     """Yield ``iterator``'s items in order, produced on one worker thread, as lists of the items ready when the
     consumer asks (never empty); the iterator's exceptions are raised here, after the items before them.
 
@@ -141,6 +142,10 @@ async def iterate_batches_in_thread(iterator: Iterator[T], coalesce_s: float = 0
     When the consumer stops early (a client hung up), the worker stops after the item in hand and closes the
     iterator on its own thread, so a generator's clean-up (``finally``, ``GeneratorExit``) runs as it would
     have with the iterator consumed in place.
+
+    ``on_done`` is called on the loop once the worker is done with the iterator (exhausted, failed or stopped),
+    whether or not the consumer has taken every item yet: a streamed turn's slot is the generation's, not the
+    reader's.
     """
     handoff = _Handoff(asyncio.get_running_loop())
     stop = handoff.stop
@@ -161,6 +166,8 @@ async def iterate_batches_in_thread(iterator: Iterator[T], coalesce_s: float = 0
         handoff.finish(_END)
 
     worker = asyncio.ensure_future(run_in_threadpool(pump))
+    if on_done is not None:
+        worker.add_done_callback(lambda _: on_done())
     finished = False
     loop = handoff.loop
     not_before = float("-inf")

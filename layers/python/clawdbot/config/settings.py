@@ -40,8 +40,9 @@ class Settings(BaseSettings):
     #: MiB of finished turns' KV caches the local engine keeps, so a session's next turn computes only its new
     #: tokens, not its whole history again (``clawdbot.inference.onnx.prefix_cache``); 0 turns it off.
     prefix_cache_mb: int = Field(default=256, ge=0)
-    #: Generations the local engine runs at once; more wait their turn (unset: one per usable CPU, at least 2:
-    #: past that they only contend for the cores, ``clawdbot.inference.onnx.runtime.default_generations``).
+    #: Generations the local engine runs at once, and chat turns the local server admits at once; more wait their
+    #: turn (unset: one per usable CPU, at least 2: past that they only contend for the cores,
+    #: ``clawdbot.inference.onnx.runtime.default_generations``, ``clawdbot.traffic.concurrency``).
     generation_concurrency: int | None = Field(default=None, ge=1)
     sagemaker_endpoint: str | None = None
     #: Largest completion when the client sets no max_tokens.

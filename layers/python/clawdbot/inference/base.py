@@ -69,6 +69,12 @@ class InferenceBackend(ABC):
             model_session=last.model_session,
         )
 
+    @property
+    def generation_slots(self) -> int | None:
+        """Generations this backend runs at once in this process, ``None`` where it does not run them here (a
+        remote endpoint). The local server admits that many chat turns at a time (``clawdbot.traffic.install``)."""
+        return None
+
     def prime(self) -> None:  # noqa: B027 - optional hook
         """Make now what the first call would make on demand (clients): a SnapStart init calls it, so the
         snapshot holds it and a restored environment's first request does not pay for it. A no-op by default."""

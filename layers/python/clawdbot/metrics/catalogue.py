@@ -72,6 +72,8 @@ _METRICS = (
     MetricDef("Errors", "counter", "Count", "Responses with status >= 400, by status.", labels=("status",)),
     MetricDef("RequestsInFlight", "gauge", "Count", "Requests holding a concurrency slot (local server)."),
     MetricDef("RequestsQueued", "gauge", "Count", "Requests waiting for a concurrency slot (local server)."),
+    MetricDef("TurnsInFlight", "gauge", "Count", "Chat turns admitted to the in-process model (local server)."),
+    MetricDef("TurnsQueued", "gauge", "Count", "Chat turns waiting for the in-process model (local server)."),
     MetricDef("TimeToFirstToken", "histogram", "Milliseconds", "Turn start to the first streamed token.",
               labels=("variant",), buckets=LATENCY_BUCKETS),
     MetricDef("TokensPerSecond", "histogram", "Count/Second", "Completion tokens per second of turn latency.",

@@ -55,6 +55,11 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
     chat.observers += [traffic.on_turn, metrics.on_turn]
     app.include_router(feedback.router)
 
+    turns = resources.backend.generation_slots
+    if turns and not on_lambda():  # the model runs here: chat turns are admitted as it can run them
+        resources.turns = turn_limit = ConcurrencyLimit(turns, settings.max_queue, settings.queue_timeout_seconds)
+        metrics.sink.gauge_function("TurnsInFlight", lambda: float(turn_limit.in_flight))
+        metrics.sink.gauge_function("TurnsQueued", lambda: float(turn_limit.waiting))
     if settings.max_concurrency > 0 and not on_lambda():
         limit = ConcurrencyLimit(settings.max_concurrency, settings.max_queue, settings.queue_timeout_seconds)
         metrics.sink.gauge_function("RequestsInFlight", lambda: float(limit.in_flight))

@@ -25,7 +25,7 @@ from clawdbot.inference.openai_wire import cached_tokens_of
 from clawdbot.inference.types import ChatMessage, StreamDelta
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     from clawdbot.api.idempotency import Claim
     from clawdbot.chat.service import ChatService, PreparedTurn
@@ -78,10 +78,13 @@ async def chat_completions(
         if claim.replay is not None:
             return _replay(claim.replay, body)
     turn_request = _turn_request(body, x_session_id, owner, x_clawdbot_variant, claim.turn_id if claim else None)
+    release = await _admit(res, claim)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        # One worker thread for the whole turn: it decodes on while the response starts.
-        batches = iterate_batches_in_thread(_produce(res.chat, turn_request, claim, include_usage), TOKEN_COALESCE_S)
+        # One worker thread for the whole turn: it decodes on while the response starts. The turn's slot goes
+        # back when that thread is done with it, however fast the client reads.
+        batches = iterate_batches_in_thread(_produce(res.chat, turn_request, claim, include_usage), TOKEN_COALESCE_S,
+                                            on_done=release)
         try:
             head = await anext(batches)  # the turn, once its first delta is in: what fails before fails the request
         except BaseException:
@@ -94,8 +97,28 @@ async def chat_completions(
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
     # One thread hop for the whole blocking turn (store reads, model, append), not one per step.
-    payload, headers = await run_in_threadpool(_complete, res.chat, turn_request, claim)
+    try:
+        payload, headers = await run_in_threadpool(_complete, res.chat, turn_request, claim)
+    finally:
+        if release is not None:
+            release()
     return JSONResponse(payload, headers=headers)
+
+
+async def _admit(res: Resources, claim: Claim | None) -> Callable[[], None] | None:
+    """Wait for one of the local server's chat-turn slots (``Resources.turns``; ``clawdbot.traffic.concurrency``)
+    and return what gives it back; ``None`` where turns are not held back. A turn refused after its wait is a 503
+    with ``Retry-After``, and releases its idempotency claim (a retry may run)."""
+    turns = res.turns
+    if turns is None:
+        return None
+    refusal = await turns.acquire()
+    if refusal is None:
+        return turns.release
+    error = turns.refusal(refusal, "chat turns")
+    if claim is not None:
+        await run_in_threadpool(claim.release, error)
+    raise error
 
 
 def _claim(request: Request, res: Resources, body: ChatCompletionRequest, owner: str | None, key: str,

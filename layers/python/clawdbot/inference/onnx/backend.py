@@ -103,6 +103,10 @@ class OnnxBackend(InferenceBackend):
     def context_length(self) -> int:
         return self._context_length
 
+    @property
+    def generation_slots(self) -> int:
+        return self.engine.max_generations
+
     def encode_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
         return self.prompts.encode_prompt(messages)
 
