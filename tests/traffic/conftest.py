@@ -152,6 +152,25 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     return done
 
 
+def gauge(client: httpx.Client, name: str) -> float:
+    """A gauge's value on the server's ``/metrics`` (Prometheus text)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} not exposed")
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` until it holds (30 s at most): for states another thread or process reaches."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
 def create_key(env: dict[str, str], name: str, *options: str) -> str:
     """``clawdbot keys create``: the key is the last line of its output."""
     return run_cli(env, "keys", "create", "--name", name, *options).stdout.strip().splitlines()[-1]

@@ -9,13 +9,11 @@ from typing import TYPE_CHECKING
 import openai
 import pytest
 
-from tests.traffic.conftest import create_key
+from tests.traffic.conftest import create_key, gauge, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
-
-    import httpx
 
     from tests.traffic.conftest import Server
 
@@ -115,23 +113,6 @@ def _stalled_request(server: Server) -> socket.socket:
     return sock
 
 
-def _gauge(client: httpx.Client, name: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
-    raise AssertionError(f"{name} not exposed")
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
-
-
 def test_concurrency_cap_queues_then_answers_503(serve: Callable[..., Server], server_env: dict[str, str]) -> None:
     env = {**server_env, "CLAWDBOT_MAX_CONCURRENCY": "1", "CLAWDBOT_MAX_QUEUE": "0"}
     server = serve(env)
@@ -139,7 +120,7 @@ def test_concurrency_cap_queues_then_answers_503(serve: Callable[..., Server], s
     assert client.get("/v1/models").status_code == 200
     stalled = _stalled_request(server)
     try:
-        _wait_for(lambda: _gauge(client, "clawdbot_requests_in_flight") == 1, "the stalled request holds the slot")
+        wait_for(lambda: gauge(client, "clawdbot_requests_in_flight") == 1, "the stalled request holds the slot")
         refused = client.get("/v1/models")
         assert refused.status_code == 503
         assert refused.headers["retry-after"].isdigit()
@@ -147,7 +128,7 @@ def test_concurrency_cap_queues_then_answers_503(serve: Callable[..., Server], s
         assert client.get("/healthz").status_code == 200  # probes bypass the cap
     finally:
         stalled.close()
-    _wait_for(lambda: _gauge(client, "clawdbot_requests_in_flight") == 0, "the slot is released")
+    wait_for(lambda: gauge(client, "clawdbot_requests_in_flight") == 0, "the slot is released")
     assert client.get("/v1/models").status_code == 200
 
 
@@ -159,11 +140,11 @@ def test_a_queued_request_waits_for_the_slot(serve: Callable[..., Server], serve
     server = serve(env)
     client = server.client()
     stalled = _stalled_request(server)
-    _wait_for(lambda: _gauge(client, "clawdbot_requests_in_flight") == 1, "the stalled request holds the slot")
+    wait_for(lambda: gauge(client, "clawdbot_requests_in_flight") == 1, "the stalled request holds the slot")
     result: list[int] = []
     waiter = threading.Thread(target=lambda: result.append(server.client().get("/v1/models").status_code))
     waiter.start()
-    _wait_for(lambda: _gauge(client, "clawdbot_requests_queued") == 1, "the second request is queued")
+    wait_for(lambda: gauge(client, "clawdbot_requests_queued") == 1, "the second request is queued")
     assert not result  # queued behind the stalled request, not refused
     stalled.close()
     waiter.join(timeout=60)
@@ -184,7 +165,7 @@ def test_an_unreachable_limiter_store_is_a_503_not_a_crash(serve: Callable[..., 
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         env = {**server_env, "CLAWDBOT_SESSION_STORE": "redis", "CLAWDBOT_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-        _wait_for(lambda: _redis_up(port), "redis-server answers")
+        wait_for(lambda: _redis_up(port), "redis-server answers")
         key = create_key(env, "k", "--requests-per-minute", "100")
         client = serve(env).client(key)
         assert client.get("/v1/models").status_code == 200

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from clawdbot.inference.base import InferenceBackend
+from tests.traffic.conftest import gauge, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -118,21 +119,9 @@ def gated_server(shipped: OnnxBackend, tmp_path: Path,
         thread.join(30)
 
 
-def _gauge(base: str, name: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
-    raise AssertionError(f"{name} not exposed")
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
+def _metric(base: str, name: str) -> float:
+    with httpx.Client(base_url=base) as client:
+        return gauge(client, name)
 
 
 def _turn(base: str, model: str, **extra: Any) -> httpx.Response:
@@ -146,11 +135,11 @@ def test_a_turn_past_the_slots_waits_in_line_while_other_routes_answer(
     with ThreadPoolExecutor(2) as pool:
         # GIVEN a streamed turn that holds the only slot (it reached the model, which waits for the gate)
         first = pool.submit(_turn, base, model, stream=True)
-        _wait_for(lambda: backend.entered == 1, "the first turn reaches the model")
-        assert _gauge(base, "clawdbot_turns_in_flight") == 1
+        wait_for(lambda: backend.entered == 1, "the first turn reaches the model")
+        assert _metric(base, "clawdbot_turns_in_flight") == 1
         # WHEN a second turn comes
         second = pool.submit(_turn, base, model)
-        _wait_for(lambda: _gauge(base, "clawdbot_turns_queued") == 1, "the second turn waits for a slot")
+        wait_for(lambda: _metric(base, "clawdbot_turns_queued") == 1, "the second turn waits for a slot")
         # THEN it waits before any of its work (it has not reached the model), while other routes answer at once
         assert backend.entered == 1
         assert httpx.get(f"{base}/v1/models").status_code == 200
@@ -162,7 +151,7 @@ def test_a_turn_past_the_slots_waits_in_line_while_other_routes_answer(
     assert streamed.status_code == 200 and streamed.text.endswith("data: [DONE]\n\n")
     assert plain.status_code == 200 and plain.json()["choices"][0]["message"]["content"] is not None
     assert backend.entered == 2
-    _wait_for(lambda: _gauge(base, "clawdbot_turns_in_flight") == 0, "the slot is free again")
+    wait_for(lambda: _metric(base, "clawdbot_turns_in_flight") == 0, "the slot is free again")
 
 
 def test_a_turn_past_the_slots_and_the_queue_is_a_503_that_the_sdk_can_retry(
@@ -172,7 +161,7 @@ def test_a_turn_past_the_slots_and_the_queue_is_a_503_that_the_sdk_can_retry(
     base, backend = gated_server(max_queue=0)
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(_turn, base, backend.model_id)
-        _wait_for(lambda: backend.entered == 1, "the first turn reaches the model")
+        wait_for(lambda: backend.entered == 1, "the first turn reaches the model")
         # WHEN a second turn comes with no room to wait
         refused = _turn(base, backend.model_id)
         # THEN it is refused as OpenAI refuses an overloaded server, and never reached the model
@@ -201,7 +190,7 @@ def test_a_request_whose_body_has_not_arrived_holds_no_slot(
                         b"content-length: %d\r\n\r\n" % len(body) + body[:10])
         time.sleep(0.2)
         # THEN the only slot is still free: a turn runs through
-        assert _gauge(base, "clawdbot_turns_in_flight") == 0
+        assert _metric(base, "clawdbot_turns_in_flight") == 0
         backend.gate.set()
         assert _turn(base, backend.model_id).status_code == 200
     finally:
