@@ -14,9 +14,9 @@ and the others wait in arrival order, before any of their work starts. The chat 
 request is read and valid (a client that sends its body slowly holds nothing) and gives it back when the turn's
 generation ends (a client that reads its stream slowly does not hold it either). Capping the generations alone let
 every waiting turn's other work (its session read and context fit, its append, its HTTP) run beside the two
-generations on two cores: ``bench.throughput`` at 16 sessions gave 93-99 turns/s with a p99 of 312-320 ms (the
-engine's semaphore lets a newcomer barge, so some turns wait much longer than others), against 109-110 turns/s and
-184-185 ms with turns admitted whole. Other routes (session reads, keys, the pages) are not held behind the model.
+generations on two cores: ``bench.throughput`` at 16 sessions gave 91-96 turns/s with a p99 of 306-330 ms (the
+engine's semaphore lets a newcomer barge, so some turns wait much longer than others), against 102-103 turns/s and
+196-206 ms with turns admitted whole. Other routes (session reads, keys, the pages) are not held behind the model.
 """
 
 from __future__ import annotations
