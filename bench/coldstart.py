@@ -5,10 +5,11 @@ configures it (``CLAWDBOT_INFERENCE=sagemaker``, DynamoDB sessions in an existin
 the model folder, a deploy key): the app or worker is built at import, so the time covers imports, settings, the
 store's botocore client and the tokenizer. No AWS call is made: the deploy key (``CLAWDBOT_BOOTSTRAP_KEY_SHA256``
 here, the stack's Secrets Manager ARN there) is imported when first presented (``clawdbot.traffic.deploy_key``).
-botocore is the venv's with only the service models the layer keeps (:func:`layer_botocore`).
+botocore is the venv's as the layer ships it (:func:`layer_botocore`).
 
-Packages installed here but not in the layer (``aws_xray_sdk``, ``numpy``, ...) are made unimportable in the probe,
-so a handler that needs one fails here as it would on Lambda. Reported per function: median wall milliseconds
+Packages installed here but not in the layer (``aws_xray_sdk``, ``numpy``, ...), and the sub-packages the layer
+leaves out (``pydantic.v1``), are made unimportable in the probe, so a handler that needs one fails here as it
+would on Lambda. Reported per function: median wall milliseconds
 over ``--runs`` fresh processes (``<name>_cold_start_ms``), the
 modules that took longest (self time, one extra run under ``python -X importtime``), and whether heavy modules
 were imported at all. Each handler run alternates with a run that imports only the third-party packages the
@@ -98,21 +99,24 @@ def keyed_session_read() -> dict[str, Any]:
 
 
 def layer_botocore(scratch: Path) -> Path | None:
-    """A folder holding this environment's botocore with the service models the layer keeps
-    (``cdk.bundling.ignore_unused_services``), to put first on the probes' path; ``None`` without the cdk extra.
+    """A folder holding this environment's botocore as the layer ships it (``cdk.layer_slimming``: the kept
+    services' models without their documentation, ``endpoints.json`` cut to them), to put first on the probes'
+    path; ``None`` without the cdk extra.
 
     botocore lists every service folder it has when it loads a model (~450 of them in the full package: ~20 ms of
-    a cold start here), and the layer ships five; the probes use the venv's packages otherwise (the layer's are
-    built for arm64), so without this the figure would count folders the function does not have.
+    a cold start here) and parses ``endpoints.json`` whole for its first client; the probes use the venv's packages
+    otherwise (the layer's are built for arm64), so without this the figure would count data the function does not
+    have.
     """
     try:
-        from cdk.bundling import ignore_unused_services
+        from cdk.layer_slimming import ignore_for_layer, slim_botocore_data
     except ModuleNotFoundError:
         return None
     import botocore
 
     site = scratch / "layer-botocore"
-    shutil.copytree(Path(botocore.__file__).parent, site / "botocore", ignore=ignore_unused_services)
+    shutil.copytree(Path(botocore.__file__).parent, site / "botocore", ignore=ignore_for_layer)
+    slim_botocore_data(site / "botocore" / "data")
     return site
 
 
@@ -164,10 +168,13 @@ def _slowest_modules(importtime_log: str, count: int = 8) -> list[dict[str, Any]
 
 
 def not_in_layer(layer_python: Path | None) -> list[str]:
-    """Top-level packages installed in this environment but absent from the layer (``HEAVY`` without one)."""
+    """Top-level packages installed in this environment but absent from the layer (``HEAVY`` without one), and
+    the sub-packages the layer leaves out of the packages it has (``pydantic.v1``)."""
     if layer_python is None:
         return list(HEAVY)
     import sysconfig
+
+    from cdk.layer_slimming import omitted_modules
 
     def names(folder: Path) -> set[str]:
         return {p.name.removesuffix(".py") for p in folder.iterdir()
@@ -175,7 +182,8 @@ def not_in_layer(layer_python: Path | None) -> list[str]:
                 and (p.is_dir() or p.suffix in (".py", ".so"))}
 
     here = names(Path(sysconfig.get_paths()["purelib"]))
-    return sorted(here - names(layer_python) - {"clawdbot"})
+    omitted = [name for name in omitted_modules() if not (layer_python / name.replace(".", "/")).exists()]
+    return sorted(here - names(layer_python) - {"clawdbot"}) + omitted
 
 
 def cold_starts(runs: int, scratch: Path, blocked: list[str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import jsii
 from aws_cdk import ILocalBundling
 
 from cdk.config import REPO_ROOT, TOKENIZER_FILES
+from cdk.layer_slimming import IGNORED_FILES, ignore_for_layer, slim_botocore_data
 
 if TYPE_CHECKING:
     from aws_cdk import BundlingOptions
@@ -49,13 +50,6 @@ FORBIDDEN_IN_BUNDLE = ("onnxruntime", "onnxruntime_genai", "numpy", "torch", "tr
 MODEL_SUBDIR = "model"
 LAMBDA_MODEL_DIR = f"/var/task/{MODEL_SUBDIR}"
 
-#: The AWS services the Lambdas call: every client the library makes (``clawdbot.aws_clients``: sessions, keys and
-#: rate limits, the turn queue, reply topics, the deploy key's secret, the model endpoint) and Powertools'
-#: idempotency store. botocore ships the models of every AWS service (~450, 16.5 of the layer's 26 MB zipped);
-#: the layer keeps these (``tests/cdk/test_cdk_bundling.py`` checks that the code calls no other).
-BOTOCORE_SERVICES = frozenset({"dynamodb", "sqs", "sns", "secretsmanager", "sagemaker-runtime"})
-
-_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".pytest_cache")
 #: Names a Python for the Lambda runtime's version, to compile the bundles' bytecode with.
 LAMBDA_PYTHON_ENV = "CLAWDBOT_LAMBDA_PYTHON"
 _warned_no_bytecode = False
@@ -139,22 +133,13 @@ def compile_bytecode(root: Path, interpreter: str | None) -> bool:
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, ignore=_IGNORED, dirs_exist_ok=True)
-
-
-def ignore_unused_services(folder: str, names: list[str]) -> set[str]:
-    """``shutil.copytree`` ignore function: the build host's bytecode, and under ``botocore/data`` the model folder
-    of every service not in :data:`BOTOCORE_SERVICES` (its top-level files, endpoints and partitions, stay)."""
-    ignored = set(_IGNORED(folder, names))
-    path = Path(folder)
-    if path.name == "data" and path.parent.name == "botocore":
-        ignored |= {name for name in names if (path / name).is_dir() and name not in BOTOCORE_SERVICES}
-    return ignored
+    shutil.copytree(src, dst, ignore=IGNORED_FILES, dirs_exist_ok=True)
 
 
 @jsii.implements(ILocalBundling)
 class LayerBundling:
-    """``python/`` = pinned third-party packages + the ``clawdbot`` library, as Lambda layers expect."""
+    """``python/`` = pinned third-party packages + the ``clawdbot`` library, as Lambda layers expect; what the
+    packages carry that no Lambda uses is left out or trimmed (``cdk.layer_slimming``)."""
 
     def __init__(self, requirements: Path = LAYER_REQUIREMENTS, package: Path = LAYER_PACKAGE,
                  build_dir: Path = BUILD_DIR) -> None:
@@ -165,12 +150,15 @@ class LayerBundling:
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:
         python_dir = Path(output_dir) / "python"
         shutil.copytree(installed_layer_site(self.requirements, self.build_dir), python_dir,
-                        ignore=ignore_unused_services, dirs_exist_ok=True)
+                        ignore=ignore_for_layer, dirs_exist_ok=True)
         _copy_tree(self.package, python_dir / self.package.name)
         bad = forbidden_packages(python_dir)
         if bad:
             raise BundlingError(f"the layer must not contain {', '.join(bad)}: remove them from "
                                 f"{self.requirements.name} (inference dependencies live in the SageMaker image)")
+        botocore_data = python_dir / "botocore" / "data"
+        if botocore_data.is_dir():
+            logger.debug("botocore data slimmed: %s", slim_botocore_data(botocore_data))
         compile_bytecode(python_dir, lambda_python())
         return True
 

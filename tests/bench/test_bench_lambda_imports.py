@@ -16,7 +16,11 @@ REPO = Path(__file__).resolve().parents[2]
 #: Installed for the tests or the local server, absent from ``layers/requirements.txt``.
 NOT_IN_LAYER = ("aws_xray_sdk", "numpy", "onnxruntime", "uvicorn", "prometheus_client",
                 # tokenizers declares huggingface-hub, which the layer leaves out with what only it needs
-                "huggingface_hub", "fsspec", "filelock", "tqdm", "yaml", "requests", "charset_normalizer", "packaging")
+                "huggingface_hub", "fsspec", "filelock", "tqdm", "yaml", "requests", "charset_normalizer", "packaging",
+                # left out of the pydantic it keeps (cdk.layer_slimming): FastAPI imports it only to rule v1 out
+                "pydantic.v1")
+#: The deploy key the chat API's probe is configured with (its hash, as the stack passes it).
+DEPLOY_KEY = "cb-lambda-imports-probe-key-0123456789"
 PROBE = """
 import json, sys
 for name in {blocked!r}:
@@ -25,21 +29,44 @@ import functions.{function}.handler
 print(json.dumps(sorted(n for n in {blocked!r} if sys.modules.get(n) is not None)))
 print(json.dumps(sorted(n for n in sys.modules if n.startswith("clawdbot.inference.onnx."))))
 """
+#: After chat_api's import: two keyed requests through its handler, a body that fails validation and a read of a
+#: session that does not exist (pydantic's errors and FastAPI's answers, with what the layer has).
+REQUESTS = """
+from clawdbot.testing import LambdaContext, load_event
+answers = []
+for name in ("bad-request", "session-read"):
+    event = load_event(name)
+    event["headers"] = {{**event["headers"], "authorization": "Bearer {key}"}}
+    answer = functions.chat_api.handler.handler(event, LambdaContext(function_name="clawdbot-chat_api"))
+    answers.append([answer["statusCode"], json.loads(answer["body"])["error"]["type"]])
+print(json.dumps(answers))
+"""
 
 
 @pytest.mark.parametrize("function", ["chat_api", "chat_worker"])
 def test_the_handler_imports_without_packages_the_layer_lacks(function: str, tmp_path: Path) -> None:
-    # GIVEN the environment the stack gives the function (SageMaker inference, the tokenizer bundle)
+    from clawdbot.traffic.keys import hash_key
+
+    # GIVEN the environment the stack gives the function (SageMaker inference, the tokenizer bundle, a deploy key)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "AWS_LAMBDA_FUNCTION_NAME": f"clawdbot-{function}",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "CLAWDBOT_INFERENCE": "sagemaker", "CLAWDBOT_SAGEMAKER_ENDPOINT": "clawdbot-test",
            "CLAWDBOT_MODEL_DIR": str(DEFAULT_MODEL_DIR), "CLAWDBOT_SESSION_STORE": "sqlite",
-           "CLAWDBOT_DATA_DIR": str(tmp_path)}
+           "CLAWDBOT_DATA_DIR": str(tmp_path), "CLAWDBOT_BOOTSTRAP_KEY_SHA256": hash_key(DEPLOY_KEY)}
+    probe = PROBE.format(blocked=NOT_IN_LAYER, function=function)
+    if function == "chat_api":
+        probe += REQUESTS.format(key=DEPLOY_KEY)
     # WHEN its module is imported (cold start) THEN it succeeds and pulled in none of them
-    done = subprocess.run([sys.executable, "-c", PROBE.format(blocked=NOT_IN_LAYER, function=function)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    blocked_imported, onnx_modules = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
+    # (the probe's lists; Powertools prints its metrics to stdout as objects)
+    lines = [line for line in done.stdout.strip().splitlines() if line.startswith("[")]
+    if function == "chat_api":
+        # AND the chat API answers with what the layer has: the invalid body a 400, the unknown session a 404,
+        # each with the OpenAI error JSON
+        assert json.loads(lines.pop()) == [[400, "invalid_request_error"], [404, "invalid_request_error"]]
+    blocked_imported, onnx_modules = (json.loads(line) for line in lines[-2:])
     assert blocked_imported == []
     # AND of the in-process engine's package only what the tokenizer bundle uses (the engine's modules are
     # imported when a name is first used, not with the package)
@@ -48,7 +75,7 @@ def test_the_handler_imports_without_packages_the_layer_lacks(function: str, tmp
 
 def test_the_cold_start_probe_uses_botocore_with_the_layers_service_models_only(tmp_path: Path) -> None:
     from bench.coldstart import layer_botocore
-    from cdk.bundling import BOTOCORE_SERVICES
+    from cdk.layer_slimming import BOTOCORE_SERVICES
 
     # GIVEN the botocore the cold-start probes put first on their path
     site = layer_botocore(tmp_path)

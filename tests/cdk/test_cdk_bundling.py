@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cdk.bundling import (
-    BOTOCORE_SERVICES,
     FORBIDDEN_IN_BUNDLE,
     LAMBDA_PYTHON_ENV,
     LAMBDA_PYTHON_VERSION,
@@ -28,6 +27,7 @@ from cdk.bundling import (
     zipped_size,
 )
 from cdk.config import REPO_ROOT
+from cdk.layer_slimming import BOTOCORE_SERVICES
 from cdk.model_package import package_model
 
 if TYPE_CHECKING:
@@ -53,6 +53,9 @@ def test_layer_holds_the_library_and_arm64_wheels_and_nothing_for_inference(synt
     assert native and all("aarch64" in p.name for p in native), native
     assert forbidden_packages(python) == []
     assert not list(python.rglob("__pycache__"))
+    # slimmed (cdk.layer_slimming): no pydantic.v1, botocore's endpoints cut to the services it keeps
+    assert (python / "pydantic" / "main.py").is_file() and not (python / "pydantic" / "v1").exists()
+    assert (python / "botocore" / "data" / "endpoints.json").stat().st_size < 100_000
     # Lambda's limit is 250 MB unzipped for function + layers; keep the layer well inside it
     assert unzipped_size(python) < 150 * MB
     assert zipped_size(python) < 50 * MB
