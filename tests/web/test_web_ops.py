@@ -90,6 +90,10 @@ def test_ops_shows_three_levels_the_guard_and_the_ab_table(new_page: Callable[..
     turns = sum(s["value"] for s in summary["metrics"]["Turns"]["series"])
     assert turns >= 4
     expect(ops.locator("[data-metric=turns] .now")).to_have_text(f"{turns:,.0f}")
+    # The chat turns at the in-process model (this server runs it): its gauges, none generating now
+    assert {"TurnsInFlight", "TurnsQueued"} <= set(summary["metrics"])
+    expect(ops.locator("[data-metric=model-turns]")).to_be_visible()
+    expect(ops.locator("[data-metric=model-turns] .now")).to_have_text("0 · 0 waiting")
 
     # The latency guard: the threshold, and per variant the streak the server holds (every turn is slow here)
     expect(ops.locator("#guard-rule")).to_contain_text(f"{BREACH_TURNS} consecutive turns slower than "

@@ -27,6 +27,7 @@ const charts = {
   latency: chart("latency", ["p50", "p95"], (v) => `${v.toFixed(0)}`),
   throughput: chart("throughput", ["tokens"], (v) => v.toFixed(0)),
   concurrency: chart("concurrency", ["in flight", "queued"], (v) => v.toFixed(0)),
+  modelTurns: chart("model-turns", ["generating", "waiting"], (v) => v.toFixed(0)),
   turns: chart("turns", ["turns", "completed"], (v) => v.toFixed(0)),
   satisfaction: chart("satisfaction", ["mean"], (v) => v.toFixed(1), { min: 1, max: 5 }),
 };
@@ -149,6 +150,14 @@ function renderMetrics(metrics, time) {
   const queued = gauge(metrics, "RequestsQueued");
   set(charts.concurrency, time, [inFlight, queued],
     inFlight === null ? "–" : `${formatNumber(inFlight)} · ${formatNumber(queued)} queued`);
+  // Chat turns admitted to the in-process model and waiting for it: only a server that runs the model has them.
+  const generating = gauge(metrics, "TurnsInFlight");
+  const waiting = gauge(metrics, "TurnsQueued");
+  charts.modelTurns.card.hidden = generating === null;
+  if (generating !== null) {
+    set(charts.modelTurns, time, [generating, waiting],
+      `${formatNumber(generating)} · ${formatNumber(waiting)} waiting`);
+  }
 
   const turns = total(metrics, "Turns");
   const completed = total(metrics, "ConversationsCompleted");
