@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,7 +52,7 @@ from clawdbot.inference.openai_wire import (
 from clawdbot.inference.types import Completion, StreamDelta
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
 
     from clawdbot.config.settings import Settings
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from clawdbot.inference.types import ChatMessage, FinishReason, GenerationParams
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Error codes SageMaker (and botocore's retry logic) use for "slow down".
 _THROTTLING_CODES = frozenset({
@@ -179,15 +180,8 @@ class SageMakerBackend(InferenceBackend):
             return response, response["Body"].read()
 
         opening = NEW_SESSION if self._wants_session(params) else None
-        try:
-            try:
-                response, payload = invoke(session.session_id if session else opening)
-            except Exception as exc:
-                if session is None or not _session_rejected(exc):
-                    raise
-                logger.info("model session %s rejected; opening a new one", session.session_id)
-                session = None
-                response, payload = invoke(opening)
+        try:  # a rejected session: once more, asking for a new one with the turn itself
+            (response, payload), session = _in_session(invoke, session, lambda: (None, opening), opening)
         except Exception as exc:
             raise map_error(exc, self.config.retry_after_seconds) from exc
         logger.debug("invoke_endpoint %s answered by variant %s", self.endpoint_name,
@@ -212,17 +206,15 @@ class SageMakerBackend(InferenceBackend):
                 Accept="text/event-stream", **self._variant(), **_session_arg(session_id),
             )
 
+        def reopen() -> tuple[ModelSession | None, str | None]:
+            opened = self.open_session()
+            return opened, opened.session_id if opened else None
+
         try:
             if session is None and self._wants_session(params):
                 session = self.open_session()
-            try:
-                response = invoke(session.session_id if session else None)
-            except Exception as exc:
-                if session is None or not _session_rejected(exc):
-                    raise
-                logger.info("model session %s rejected; opening a new one", session.session_id)
-                session = self.open_session()
-                response = invoke(session.session_id if session else None)
+            # a rejected session: once more, in a new one opened first (a streamed call cannot open one)
+            response, session = _in_session(invoke, session, reopen)
         except Exception as exc:
             raise map_error(exc, self.config.retry_after_seconds) from exc
         return self._read_stream(response["Body"], session)
@@ -333,6 +325,22 @@ class SageMakerBackend(InferenceBackend):
 
 def _session_arg(session_id: str | None) -> dict[str, str]:
     return {"SessionId": session_id} if session_id else {}
+
+
+def _in_session(invoke: Callable[[str | None], T], session: ModelSession | None,
+                reopen: Callable[[], tuple[ModelSession | None, str | None]],
+                without: str | None = None) -> tuple[T, ModelSession | None]:
+    """``invoke`` in ``session`` (its id; ``without`` when there is none), and the session the answer belongs
+    to. Where SageMaker rejects the session it was given (expired, or its instance gone), the call is made once
+    more with what ``reopen`` gives: the session the retry runs in (if known yet) and the id to send."""
+    try:
+        return invoke(session.session_id if session else without), session
+    except Exception as exc:
+        if session is None or not _session_rejected(exc):
+            raise
+        logger.info("model session %s rejected; opening a new one", session.session_id)
+    session, session_id = reopen()
+    return invoke(session_id), session
 
 
 def _session_rejected(exc: BaseException) -> bool:
