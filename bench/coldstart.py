@@ -154,8 +154,9 @@ def _probe(name: str, env: dict[str, str], blocked: list[str], importtime: bool 
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
-def _slowest_modules(importtime_log: str, count: int = 8) -> list[dict[str, Any]]:
-    """Top-level packages by the self time of all their modules (``-X importtime`` lines)."""
+def _slowest_modules(importtime_log: str, count: int = 8) -> dict[str, float]:
+    """Top-level packages by the self time of all their modules (``-X importtime`` lines), slowest first:
+    ``{package: ms}``."""
     totals: dict[str, int] = {}
     for line in importtime_log.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
@@ -164,7 +165,7 @@ def _slowest_modules(importtime_log: str, count: int = 8) -> list[dict[str, Any]
         package = module.strip().split(".")[0]
         totals[package] = totals.get(package, 0) + int(self_us)
     ranked = sorted(totals.items(), key=lambda item: -item[1])[:count]
-    return [{"package": package, "self_ms": round(us / 1000, 1)} for package, us in ranked]
+    return {package: round(us / 1000, 1) for package, us in ranked}
 
 
 def not_in_layer(layer_python: Path | None) -> list[str]:
@@ -235,7 +236,8 @@ def cold_starts(runs: int, scratch: Path, blocked: list[str]) -> dict[str, Any]:
             results[f"{name}_cold_start_ratio_to_frameworks"] = round(
                 statistics.median(s / f for s, f in zip(samples, floor, strict=True)), 3)
             results[f"{name}_heavy_modules_imported"] = heavy
-            results[f"{name}_slowest_packages"] = _slowest_modules(log)
+            # flat keys, slowest first: chat_api_import_self_ms_fastapi, ...
+            results |= {f"{name}_import_self_ms_{package}": ms for package, ms in _slowest_modules(log).items()}
             print(f"{name}: cold start {results[f'{name}_cold_start_ms']} ms (median of {runs}); heavy imports: "
                   f"{heavy or 'none'}", flush=True)
         results |= snapstart_restore(env_for_invoke(_lambda_env(bundle, endpoint, "chat_api", site)), runs)

@@ -171,7 +171,8 @@ def measure_engine(engine: str, turns: int, scratch: Path) -> dict[str, Any]:
             results[f"{engine}_h{size}_store_ops_per_turn"] = statistics.median(ops[size])
             if engine == "dynamodb":
                 results[f"{engine}_h{size}_items_read_per_turn"] = statistics.median(items[size])
-            results[f"{engine}_h{size}_store_ops_by_kind"] = kinds[size]
+            for kind, count in sorted(kinds[size].items()):  # one flat key per kind of call (``..._GetItem``)
+                results[f"{engine}_h{size}_store_ops_per_turn_{kind}"] = count
         paired = [a / b for a, b in zip(latencies[1000], latencies[10], strict=True)]
         results[f"{engine}_latency_ratio_1000_vs_10"] = round(statistics.median(paired), 3)
         paired = [a / b for a, b in zip(latencies[1000], latencies[100], strict=True)]

@@ -132,16 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     from clawdbot.queue.idempotency import build_persistence_layer
 
     results: dict[str, Any] = {"cpu_count": os.cpu_count(), "records": args.records,
-                               "import_ms": _import_ms(args.imports), "engines": {}}
+                               "import_ms": _import_ms(args.imports)}
     engines = ["sqlite"] + (["redis"] if args.redis_url else []) + (["dynamodb"] if args.dynamodb_endpoint else [])
     with tempfile.TemporaryDirectory(prefix="clawdbot-bench-queue-") as scratch:
         for engine in engines:
             layer = build_persistence_layer(_settings(engine, Path(scratch), args))
-            results["engines"][engine] = _cycle(layer, args.records)
-            print(f"{engine}: {results['engines'][engine]}", flush=True)
+            cycle = _cycle(layer, args.records)
+            results |= {f"{engine}_{key}": value for key, value in cycle.items()}  # flat: sqlite_get_record_ms
+            print(f"{engine}: {cycle}", flush=True)
         if args.turns:
-            results["turn"] = _turns(args.turns, Path(scratch))
-            print(f"turn: {results['turn']}", flush=True)
+            turn = _turns(args.turns, Path(scratch))
+            results |= {f"turn_{key}": value for key, value in turn.items()}
+            print(f"turn: {turn}", flush=True)
     print(f"import clawdbot.queue.worker: {results['import_ms']} ms")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

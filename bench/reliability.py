@@ -126,8 +126,10 @@ def _soak_and_check(env: dict[str, str], seconds: float, workers: int, scratch: 
     stored = {s: report.turn_ids.get(s) for s in result.expected_turns}
     missing = sum(1 for s, turns in result.expected_turns.items() if stored[s] != turns)
     figures = result.figures()
+    # flat keys, one per action (soak_requests_chat, soak_requests_bad_broken_json, ...)
+    figures.update({f"soak_requests_{action.replace(':', '_')}": count
+                    for action, count in sorted(result.requests.items())})
     figures.update({
-        "soak_requests_by_action": dict(sorted(result.requests.items())),
         "soak_sessions_checked": report.sessions, "soak_entries_checked": report.entries,
         "soak_turns_in_live_sessions": sum(len(turns) for turns in result.expected_turns.values()),
         "soak_turns_stored": report.turns, "soak_consistency_problems": len(report.problems),

@@ -128,16 +128,18 @@ def main(argv: list[str] | None = None) -> int:
         direct = _direct(args.model_dir, workload, args.threads)
         settings = [_through_sagemaker(args.model_dir, bundle, c, args.clients, workload, args.threads, scratch)
                     for c in args.concurrency]
-    result = {
-        "model": args.model_dir.resolve().name,
-        "machine": {"platform": platform.platform(), "cpus_available": available_cpus(),
-                    "python": platform.python_version()},
-        "threads": args.threads or "auto",
-        "max_tokens_per_turn": args.tokens,
+    # Flat keys (``direct_*`` and ``sagemaker_c<container concurrency>_*``), as every results file has them.
+    result: dict[str, Any] = {
+        "model": args.model_dir.resolve().name, "platform": platform.platform(),
+        "cpus_available": available_cpus(), "python_version": platform.python_version(),
+        "threads": args.threads or "auto", "max_tokens_per_turn": args.tokens,
         "sampling": "temperature 0.8, seed = turn index",
-        "direct_sequential": direct,
-        "through_sagemaker_path": settings,
+        "container_concurrencies": list(args.concurrency),
+        **{f"direct_{key}": value for key, value in direct.items()},
     }
+    for setting in settings:
+        prefix = f"sagemaker_c{setting['container_concurrency']}"
+        result |= {f"{prefix}_{key}": value for key, value in setting.items() if key != "container_concurrency"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

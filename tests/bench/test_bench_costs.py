@@ -76,11 +76,12 @@ def test_all_in_cost_falls_with_volume_towards_the_marginal_cost() -> None:
 def _results(folder: Path) -> None:
     folder.mkdir()
     (folder / "overhead.json").write_text(json.dumps({"api_server_cpu_ms_per_turn": 2.0}))
-    (folder / "history.json").write_text(json.dumps({"dynamodb_h1000_store_ops_by_kind": TURN_CALLS,
-                                                     "dynamodb_h1000_items_read_per_turn": 18}))
+    (folder / "history.json").write_text(json.dumps({
+        **{f"dynamodb_h1000_store_ops_per_turn_{op}": n for op, n in TURN_CALLS.items()},
+        "dynamodb_h1000_store_ops_per_turn": sum(TURN_CALLS.values()), "dynamodb_h1000_items_read_per_turn": 18}))
     (folder / "sagemaker.json").write_text(json.dumps({
-        "machine": {"cpus_available": 2}, "direct_sequential": {"median_latency_s": 0.04},
-        "through_sagemaker_path": [{"turns_per_s": 20.0}, {"turns_per_s": 25.0}]}))
+        "cpus_available": 2, "direct_median_latency_s": 0.04, "sagemaker_c1_turns_per_s": 20.0,
+        "sagemaker_c2_turns_per_s": 25.0, "sagemaker_c2_median_latency_s": 0.08}))
 
 
 def test_the_command_prices_a_preset_from_the_measurements(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

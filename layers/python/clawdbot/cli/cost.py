@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+#: ``bench.history``'s DynamoDB calls of a turn after 1,000 turns, one key per operation (``..._GetItem``).
+STORE_CALLS = "dynamodb_h1000_store_ops_per_turn_"
+
+
 def _load(folder: Path, name: str) -> dict[str, Any]:
     path = folder / f"{name}.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -58,19 +62,20 @@ def measured_from(folder: Path) -> tuple[Measured, list[str]]:
         values["gateway_cpu_ms"] = float(overhead["api_server_cpu_ms_per_turn"])
     else:
         missing.append("overhead.json")
-    if "dynamodb_h1000_store_ops_by_kind" in history:
-        calls = {k: float(v) for k, v in history["dynamodb_h1000_store_ops_by_kind"].items()}
+    calls = {key.removeprefix(STORE_CALLS): float(value) for key, value in history.items()
+             if key.startswith(STORE_CALLS)}
+    if calls:
         values["store_calls"] = calls
         items = float(history.get("dynamodb_h1000_items_read_per_turn", base.window_items + 2))
         values["window_items"] = max(0.0, items - calls.get("GetItem", 0))
     else:
         missing.append("history.json (DynamoDB)")
-    direct = sagemaker.get("direct_sequential", {})
-    paths = sagemaker.get("through_sagemaker_path", [])
-    if direct and paths:
-        values["generation_s"] = float(direct["median_latency_s"])
-        values["turns_per_s"] = max(float(p["turns_per_s"]) for p in paths)
-        values["cpus"] = int(sagemaker.get("machine", {}).get("cpus_available", base.cpus))
+    paths = [float(value) for key, value in sagemaker.items()
+             if key.startswith("sagemaker_c") and key.endswith("_turns_per_s")]
+    if "direct_median_latency_s" in sagemaker and paths:
+        values["generation_s"] = float(sagemaker["direct_median_latency_s"])
+        values["turns_per_s"] = max(paths)  # the best container concurrency measured
+        values["cpus"] = int(sagemaker.get("cpus_available", base.cpus))
     else:
         missing.append("sagemaker.json")
     return replace(base, **values), missing
