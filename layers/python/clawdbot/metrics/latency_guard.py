@@ -19,6 +19,7 @@ from clawdbot.traffic.aws import lazy_dynamodb_client
 if TYPE_CHECKING:
     from redis import Redis
 
+    from clawdbot.aws_clients import LazyClient
     from clawdbot.config.settings import Settings
 
 
@@ -132,10 +133,11 @@ class LatencyGuard:
         return False
 
 
-def build_streak_counter(settings: Settings) -> StreakCounter:
-    """The counter in the configured session store's database (in memory for the embedded SQLite default)."""
+def build_streak_counter(settings: Settings, dynamodb: LazyClient | None = None) -> StreakCounter:
+    """The counter in the configured session store's database (in memory for the embedded SQLite default);
+    ``dynamodb``: the client it shares with the other traffic engines."""
     if settings.session_store == "redis" and settings.redis_url:
         return RedisStreakCounter.from_url(settings.redis_url)
     if settings.session_store == "dynamodb":
-        return DynamoDBStreakCounter(settings.dynamodb_table)
+        return DynamoDBStreakCounter(settings.dynamodb_table, dynamodb)
     return MemoryStreakCounter()

@@ -88,12 +88,14 @@ def turn_observers(settings: Settings) -> list[Callable[[TurnResult], None]]:
     """What the API's chat service tells about every finished turn (``clawdbot.traffic.install``), for the worker:
     charge its tokens to the caller's rate limits, and record the turn metrics (EMF on Lambda)."""
     from clawdbot.queue.charging import TurnCharger
+    from clawdbot.traffic.aws import traffic_dynamodb
     from clawdbot.traffic.factory import build_key_store, build_rate_limiter
     from clawdbot.traffic.install import build_recorder
 
-    charger = TurnCharger(build_key_store(settings), build_rate_limiter(settings),
+    dynamodb = traffic_dynamodb(settings)  # one client for the key store, the limiter and the latency guard
+    charger = TurnCharger(build_key_store(settings, dynamodb), build_rate_limiter(settings, dynamodb),
                           cache_seconds=settings.key_cache_seconds)
-    return [charger.on_turn, build_recorder(settings).on_turn]
+    return [charger.on_turn, build_recorder(settings, dynamodb).on_turn]
 
 
 class TurnWorker:

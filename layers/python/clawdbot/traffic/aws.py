@@ -1,13 +1,21 @@
-"""AWS clients for the traffic engines, created on first use by each engine (which keeps its own).
+"""AWS clients for the traffic engines, created on first use.
+
+The engines of one app or worker (key store, rate limiter, latency guard) share one DynamoDB client
+(:func:`traffic_dynamodb`): they have the same configuration, and one client is one connection pool, so a cold
+start makes one client for them instead of three and its first request opens one connection to DynamoDB for the
+key and the limit, not one each. The session store keeps its own (longer timeouts, a bigger pool).
 
 botocore finds a local endpoint (DynamoDB Local) through its own ``AWS_ENDPOINT_URL_DYNAMODB`` variable.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clawdbot.aws_clients import LazyClient
+
+if TYPE_CHECKING:
+    from clawdbot.config.settings import Settings
 
 
 def _dynamodb_config() -> Any:
@@ -18,8 +26,17 @@ def _dynamodb_config() -> Any:
 
 
 def lazy_dynamodb_client(client: Any = None) -> LazyClient:
-    """A traffic engine's DynamoDB client: ``client`` if given, else made on first use."""
+    """A traffic engine's DynamoDB client: ``client`` if given (a shared :class:`LazyClient` is used as it is),
+    else its own, made on first use."""
+    if isinstance(client, LazyClient):
+        return client
     return LazyClient("dynamodb", _dynamodb_config, client=client)
+
+
+def traffic_dynamodb(settings: Settings) -> LazyClient | None:
+    """The DynamoDB client the traffic engines of one app or worker share; ``None`` when they are not on
+    DynamoDB."""
+    return lazy_dynamodb_client() if settings.session_store == "dynamodb" else None
 
 
 _secrets = LazyClient("secretsmanager")

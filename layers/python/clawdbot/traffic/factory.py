@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from clawdbot.exceptions import InvalidRequestError
 
 if TYPE_CHECKING:
+    from clawdbot.aws_clients import LazyClient
     from clawdbot.config.settings import Settings
     from clawdbot.traffic.keystore.base import KeyStore
     from clawdbot.traffic.ratelimit.base import RateLimiter
@@ -42,7 +43,8 @@ def _redis_url(settings: Settings) -> str:
     return settings.redis_url
 
 
-def build_key_store(settings: Settings) -> KeyStore:
+def build_key_store(settings: Settings, dynamodb: LazyClient | None = None) -> KeyStore:
+    """``dynamodb``: a client to share with the other traffic engines (``clawdbot.traffic.aws.traffic_dynamodb``)."""
     kind = settings.session_store
     if kind == "redis":
         from clawdbot.traffic.keystore.redis import RedisKeyStore
@@ -51,13 +53,14 @@ def build_key_store(settings: Settings) -> KeyStore:
     if kind == "dynamodb":
         from clawdbot.traffic.keystore.dynamodb import DynamoDBKeyStore
 
-        return DynamoDBKeyStore(settings.dynamodb_table)
+        return DynamoDBKeyStore(settings.dynamodb_table, dynamodb)
     from clawdbot.traffic.keystore.sqlite import SQLiteKeyStore
 
     return SQLiteKeyStore(settings.data_dir)
 
 
-def build_rate_limiter(settings: Settings) -> RateLimiter:
+def build_rate_limiter(settings: Settings, dynamodb: LazyClient | None = None) -> RateLimiter:
+    """``dynamodb``: as for :func:`build_key_store`."""
     kind = settings.session_store
     if kind == "redis":
         from clawdbot.traffic.ratelimit.redis import RedisRateLimiter
@@ -66,7 +69,7 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
     if kind == "dynamodb":
         from clawdbot.traffic.ratelimit.dynamodb import DynamoDBRateLimiter
 
-        return DynamoDBRateLimiter(settings.dynamodb_table)
+        return DynamoDBRateLimiter(settings.dynamodb_table, dynamodb)
     from clawdbot.traffic.ratelimit.memory import MemoryRateLimiter
 
     return MemoryRateLimiter()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from clawdbot.aws_clients import LazyClient
     from clawdbot.config.settings import Settings
     from clawdbot.metrics.recorder import MetricsRecorder
     from clawdbot.traffic.auth import TrafficControl
@@ -27,11 +28,13 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
     from clawdbot.metrics.recorder import RequestMetricsMiddleware
     from clawdbot.traffic.ab import build_router
     from clawdbot.traffic.auth import AuthRateLimitMiddleware, TrafficControl
+    from clawdbot.traffic.aws import traffic_dynamodb
     from clawdbot.traffic.concurrency import ConcurrencyLimit, ConcurrencyLimitMiddleware
     from clawdbot.traffic.factory import build_key_store, build_rate_limiter, keys_always_required, on_lambda
 
     resources = app.state.resources
-    keys = build_key_store(settings)
+    dynamodb = traffic_dynamodb(settings)  # one client for the key store, the limiter and the latency guard
+    keys = build_key_store(settings, dynamodb)
     deploy_key = None
     if settings.bootstrap_key_sha256 or settings.api_key_secret_arn:
         from clawdbot.snapstart import on_restore
@@ -42,10 +45,11 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
         # With SnapStart this init ran when the version was published; a redeploy with a new key changes only
         # the secret, so each restored environment reads it again.
         on_restore(deploy_key.forget)
-    traffic = TrafficControl(keys, build_rate_limiter(settings), always_required=keys_always_required(settings),
+    traffic = TrafficControl(keys, build_rate_limiter(settings, dynamodb),
+                             always_required=keys_always_required(settings),
                              cache_seconds=settings.key_cache_seconds, deploy_key=deploy_key)
     app.state.traffic = traffic
-    metrics = build_recorder(settings)
+    metrics = build_recorder(settings, dynamodb)
     app.state.metrics = metrics
     if model_load_seconds is not None:
         metrics.model_loaded(model_load_seconds)
@@ -70,8 +74,9 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
     return traffic
 
 
-def build_recorder(settings: Settings) -> MetricsRecorder:
-    """Prometheus off Lambda, Powertools EMF on it (``CLAWDBOT_METRICS`` overrides), with the latency guard."""
+def build_recorder(settings: Settings, dynamodb: LazyClient | None = None) -> MetricsRecorder:
+    """Prometheus off Lambda, Powertools EMF on it (``CLAWDBOT_METRICS`` overrides), with the latency guard
+    (whose DynamoDB counter uses ``dynamodb``, a client shared with the other traffic engines, when given)."""
     from clawdbot.metrics import infra
     from clawdbot.metrics.latency_guard import LatencyGuard, build_streak_counter
     from clawdbot.metrics.recorder import MetricsRecorder
@@ -96,5 +101,6 @@ def build_recorder(settings: Settings) -> MetricsRecorder:
         sink = EmfSink()
     else:
         sink = NullSink()
-    guard = LatencyGuard(build_streak_counter(settings), settings.latency_threshold_ms, settings.latency_breach_turns)
+    guard = LatencyGuard(build_streak_counter(settings, dynamodb), settings.latency_threshold_ms,
+                         settings.latency_breach_turns)
     return MetricsRecorder(sink, guard if kind != "off" else None, push_process=kind == "emf")
