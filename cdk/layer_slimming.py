@@ -18,8 +18,8 @@ no Lambda of ours runs, and some of that is read by every cold start all the sam
   installed. A type that still uses v1's ``__get_validators__`` hook would fail to build a schema instead of
   warning (``pydantic._internal._generate_schema``). Nothing in the layer has one.
 
-Measured (``bench.coldstart``, ``docs/performance.md``): making the chat API's three clients took ~38 ms with
-botocore's full data and ~21 ms slimmed, and ``pydantic.v1`` was ~25 ms of the handler's import.
+Measured (``bench.coldstart``, ``docs/performance.md``): making the chat API's three clients took ~37 ms with
+botocore's full data and ~20 ms slimmed, and ``pydantic.v1`` was ~25 ms of the handler's import.
 """
 
 from __future__ import annotations
