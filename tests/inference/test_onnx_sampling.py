@@ -57,3 +57,43 @@ def test_invalid_parameters_are_client_errors(temperature: float, top_p: float, 
     with pytest.raises(InvalidRequestError) as info:
         Sampler(temperature, top_p)
     assert info.value.param == param
+
+
+def _reference(probs: np.ndarray, u: float) -> int:
+    """One running total over the whole vocabulary (what ``draw`` computes in blocks)."""
+    cumulative = np.cumsum(probs.astype(np.float64))
+    return min(int(np.searchsorted(cumulative, u * cumulative[-1], side="right")), len(probs) - 1)
+
+
+@pytest.mark.parametrize("size", [3, 128, 129, 1000, 4096, 4097, 32000])
+def test_draw_in_blocks_is_inverse_cdf_sampling(size: int) -> None:
+    from clawdbot.inference.onnx.sampling import draw
+
+    rng = np.random.default_rng(size)
+    logits = rng.normal(size=size).astype(np.float32) * 3
+    probs = np.exp(logits - logits.max())
+    probs[rng.integers(0, size, size // 3)] = 0.0  # tokens with no mass are never drawn
+    probs[int(np.argmax(probs))] = 1.0
+    draws = [float(u) for u in rng.random(3000)] + [0.0, 0.5, 0.999999]
+    picks = [draw(probs, u) for u in draws]
+    # THEN each draw lands on the token the single running total gives (up to rounding at a boundary)
+    agree = sum(a == _reference(probs, u) for a, u in zip(picks, draws, strict=True))
+    assert agree >= len(draws) - 2
+    assert all(probs[i] > 0 for i in picks)
+    # AND a draw in the middle of a token's share picks that token (shares wider than float32's rounding)
+    cumulative = np.cumsum(probs.astype(np.float64)) / probs.sum(dtype=np.float64)
+    for token in rng.choice(np.flatnonzero(probs / probs.sum() > 1e-4), size=min(200, size), replace=True):
+        low = cumulative[token - 1] if token else 0.0
+        u = low + (cumulative[token] - low) / 2
+        assert draw(probs, float(u)) == token
+
+
+def test_draw_follows_the_distribution() -> None:
+    from clawdbot.inference.onnx.sampling import draw
+
+    rng = np.random.default_rng(5)
+    probs = np.zeros(1000)
+    probs[[3, 500, 999]] = [0.2, 0.3, 0.5]
+    counts = np.bincount([draw(probs, float(u)) for u in rng.random(20000)], minlength=1000)
+    assert set(np.flatnonzero(counts)) == {3, 500, 999}
+    assert counts[[3, 500, 999]] / 20000 == pytest.approx([0.2, 0.3, 0.5], abs=0.015)

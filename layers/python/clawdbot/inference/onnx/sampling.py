@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 #: Candidates sorted first when looking for the top-p nucleus (see ``Sampler.__call__``).
 _PARTIAL_SORT = 64
+#: Tokens per block when drawing from the whole vocabulary (see :func:`draw`).
+_BLOCK = 64
 
 
 class Sampler:
@@ -61,6 +63,48 @@ class Sampler:
             cumulative = cumulative[:keep]
             pick = int(np.searchsorted(cumulative, self._rng.random() * cumulative[-1], side="right"))
             return int(order[min(pick, keep - 1)])
+        return draw(probs, self._rng.random())
+
+
+def draw(probs: np.ndarray, u: float) -> int:
+    """The token whose share of the cumulative mass holds ``u`` (in [0, 1)) of it: inverse-CDF sampling over
+    unnormalized ``probs``, as ``searchsorted(cumsum(probs), u * total, side="right")`` finds it.
+
+    Why in blocks: numpy's ``cumsum`` runs one element at a time (~15 us over the shipped model's 4,096 tokens
+    here, three quarters of a sampled token's Python cost, when a decode step is ~180 us), while a sum runs
+    vectorized. So the mass of each block of :data:`_BLOCK` tokens is summed at once, the block holding ``u`` is
+    found among the blocks' running totals, and only that block is accumulated token by token (~6 us in all).
+    The sums are added in another order than one running total adds them, so a ``u`` within rounding of a
+    boundary between two tokens may pick the other one; the distribution is the same.
+    """
+    import numpy as np
+
+    n = len(probs)
+    if n <= 2 * _BLOCK:
         cumulative = np.cumsum(probs)
-        pick = int(np.searchsorted(cumulative, self._rng.random() * cumulative[-1], side="right"))
-        return min(pick, len(probs) - 1)
+        return min(int(cumulative.searchsorted(u * cumulative[-1], side="right")), n - 1)
+    starts = _block_starts(n)
+    totals = np.cumsum(np.add.reduceat(probs, starts))
+    target = u * float(totals[-1])
+    block = min(int(totals.searchsorted(target, side="right")), len(starts) - 1)
+    start = int(starts[block])
+    inside = np.cumsum(probs[start:start + _BLOCK])
+    index = int(inside.searchsorted(target - (float(totals[block - 1]) if block else 0.0), side="right"))
+    if index < len(inside):
+        return start + index
+    # Rounding put the target past the block's own running total: one running total over all decides.
+    cumulative = np.cumsum(probs)
+    return min(int(cumulative.searchsorted(u * cumulative[-1], side="right")), n - 1)
+
+
+_starts_cache: dict[int, np.ndarray] = {}
+
+
+def _block_starts(n: int) -> np.ndarray:
+    """The first index of each block of a vocabulary of ``n`` tokens (made once per size)."""
+    starts = _starts_cache.get(n)
+    if starts is None:
+        import numpy as np
+
+        starts = _starts_cache[n] = np.arange(0, n, _BLOCK)
+    return starts
