@@ -18,6 +18,10 @@ from clawdbot.traffic.ab import VariantConfig
 #: The small model this repository ships (see MODEL.md); the default for ``clawdbot serve`` and the tests.
 REPO_ROOT = Path(__file__).resolve().parents[4]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "clawdbot-tiny-chat"
+#: MiB of KV caches the local engine keeps for the next turn by default (``CLAWDBOT_PREFIX_CACHE_MB``, the
+#: container's ``--prefix-cache-mb``): the shipped model's whole context is 3 MiB, so this holds the last turn of
+#: ~80 full conversations.
+DEFAULT_PREFIX_CACHE_MB = 256
 
 
 class Settings(BaseSettings):
@@ -39,7 +43,7 @@ class Settings(BaseSettings):
     model_name: str | None = None
     #: MiB of finished turns' KV caches the local engine keeps, so a session's next turn computes only its new
     #: tokens, not its whole history again (``clawdbot.inference.onnx.prefix_cache``); 0 turns it off.
-    prefix_cache_mb: int = Field(default=256, ge=0)
+    prefix_cache_mb: int = Field(default=DEFAULT_PREFIX_CACHE_MB, ge=0)
     #: Generations the local engine runs at once, and chat turns the local server admits at once; more wait their
     #: turn (unset: one per usable CPU, at least 2: past that they only contend for the cores,
     #: ``clawdbot.inference.onnx.runtime.default_generations``, ``clawdbot.traffic.concurrency``).

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clawdbot.config.settings import DEFAULT_PREFIX_CACHE_MB
 from clawdbot.inference.exceptions import ModelLoadError
 
 if TYPE_CHECKING:
@@ -35,9 +36,6 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 #: Weights per intra-op thread when the thread count is automatic (see the module docstring).
 WEIGHT_BYTES_PER_THREAD = 128 << 20
-#: KV caches kept for the next turn by default (``RuntimeOptions.prefix_cache_bytes``): the shipped model's
-#: whole context is 3 MiB, so this holds the last turn of ~80 full conversations.
-DEFAULT_PREFIX_CACHE_MB = 256
 
 
 @dataclass(frozen=True, slots=True)
