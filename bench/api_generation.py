@@ -119,6 +119,8 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
     rows: dict[str, list[tuple[float | None, float, int]]] = {"api": [], "api_stream": [], "bare": []}
     #: CPU seconds per turn of the server process (all its threads): for the bare loop, around the loop only.
     cpu: dict[str, list[float]] = {"api": [], "api_stream": [], "bare": []}
+    #: Seconds a 1-token turn (prefill and one sample) takes through the API over the bare loop, per round.
+    one_token: list[float] = []
 
     async def rounds(server: Server) -> None:
         port = server.port
@@ -140,6 +142,12 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
                     if index:
                         rows[name].append(row)
                         cpu[name].append(cpu_s)
+            # The same turn cut to one token, API and bare back to back: the API's fixed cost with no wait in it.
+            for index in range(rounds_wanted):
+                seed = seeds[index % len(seeds)]
+                api_row = await _api(conn, backend.model_id, key, 1, seed, False)
+                (_, bare_s, _), _ = await _bare(conn, prompt, 1, seed)
+                one_token.append(api_row[1] - bare_s)
         finally:
             conn.close()
 
@@ -160,6 +168,13 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
     results["bare_ttft_ms"] = round(statistics.median(r[0] for r in rows["bare"]) * 1000, 2)  # type: ignore[misc]
     results["api_stream_ttft_ms"] = round(
         statistics.median(r[0] for r in rows["api_stream"] if r[0] is not None) * 1000, 2)
+    # What a turn takes through the API over the bare loop, paired per round: at the full length, and at one token.
+    # On a VM the first is larger than the second when the turn lasts: what slept through the generation (the event
+    # loop, the client) wakes late, a cost the bare loop, timed in its own thread, does not have (docs/performance.md).
+    for name in ("api", "api_stream"):
+        added = [a[1] - b[1] for a, b in zip(rows[name], rows["bare"], strict=True)]
+        results[f"{name}_added_ms_per_turn"] = round(statistics.median(added) * 1000, 3)
+    results["api_added_ms_per_1_token_turn"] = round(statistics.median(one_token) * 1000, 3)
     for name in ("api", "api_stream"):
         ratios = sorted(rate(a) / rate(b) for a, b in zip(rows[name], rows["bare"], strict=True))
         results[f"{name}_efficiency_ratio"] = round(statistics.median(ratios), 4)
@@ -223,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bare {results['bare_tokens_per_s']} tokens/s; API {results['api_tokens_per_s']} "
           f"({results['api_efficiency_ratio']:.1%}), streamed {results['api_stream_tokens_per_s']} "
           f"({results['api_stream_efficiency_ratio']:.1%}); TTFT bare {results['bare_ttft_ms']} ms, API stream "
-          f"{results['api_stream_ttft_ms']} ms; results: {args.out}")
+          f"{results['api_stream_ttft_ms']} ms; added per turn: API {results['api_added_ms_per_turn']} ms, streamed "
+          f"{results['api_stream_added_ms_per_turn']} ms, API at 1 token "
+          f"{results['api_added_ms_per_1_token_turn']} ms; results: {args.out}")
     if args.large_layers:
         print(f"random {args.large_hidden}x{args.large_layers} model, CPU per token: bare "
               f"{results['large_model_bare_cpu_ms_per_token']} ms, API {results['large_model_api_cpu_ms_per_token']} "

@@ -84,6 +84,8 @@ ROWS: tuple[Row, ...] = (
         "ms"),
     Row("Bare decode loop", "api_generation", "bare_tokens_per_s", "tokens/s", noise="noise"),
     Row("Time to first token: bare / API streamed", "api_generation", "bare_ttft_ms", "ms", noise="noise"),
+    Row("Time a turn takes through the API over the bare loop: full length / streamed / cut to 1 token",
+        "api_generation", "api_added_ms_per_turn", "ms", noise="noise"),
     Row("Prefix cache, a session's turns 1-12 (shipped model): server CPU per turn, off ÷ on", "prefix_cache",
         "prefix_cache_cpu_ratio_off_to_on", "x"),
     Row("… turn latency p50, last quarter of the turns: on / off", "prefix_cache",
@@ -113,6 +115,7 @@ ROWS: tuple[Row, ...] = (
 #: Figures printed together in one cell: the row's key first, then these.
 COMPANIONS: dict[str, tuple[str, ...]] = {
     "bare_ttft_ms": ("api_stream_ttft_ms",),
+    "api_added_ms_per_turn": ("api_stream_added_ms_per_turn", "api_added_ms_per_1_token_turn"),
     "bare_cpu_ms_per_token": ("api_cpu_ms_per_token", "api_stream_cpu_ms_per_token"),
     "large_model_api_efficiency_ratio": ("large_model_api_stream_efficiency_ratio",),
     "large_model_bare_cpu_ms_per_token": ("large_model_api_cpu_ms_per_token",
