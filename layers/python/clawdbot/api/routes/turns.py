@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from clawdbot.api.dependencies import Resources, caller_id, get_resources
@@ -59,9 +60,17 @@ class TurnResources:
 _build_lock = threading.Lock()
 
 
-def get_turn_resources(request: Request, res: Annotated[Resources, Depends(get_resources)]) -> TurnResources:
-    """Built once per app, on first use (a sync dependency: FastAPI runs it in the thread pool)."""
-    state = request.app.state
+async def get_turn_resources(request: Request, res: Annotated[Resources, Depends(get_resources)]) -> TurnResources:
+    """Built once per app, on first use, in the thread pool (the build imports Powertools' idempotency and makes
+    clients); every later request takes them as built, without a trip to a worker thread (a sync dependency would
+    make one per request: a poll of a turn's status paid two thread hops instead of one)."""
+    turns: TurnResources | None = getattr(request.app.state, "turns", None)
+    if turns is not None:
+        return turns
+    return await run_in_threadpool(_build_turn_resources, request.app.state, res)
+
+
+def _build_turn_resources(state: Any, res: Resources) -> TurnResources:
     turns: TurnResources | None = getattr(state, "turns", None)
     if turns is None:
         with _build_lock:
