@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from clawdbot.config.settings import DEFAULT_MODEL_DIR
-from clawdbot.sessions.base import StoreConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "reliability.json"
@@ -65,7 +64,7 @@ def run_full_soak(seconds: float, workers: int, scratch: Path, store_kind: str =
 
     Redis and DynamoDB are the real local servers the tests use (redis-server, DynamoDB Local), started here.
     """
-    from tests.reliability.conftest import base_env
+    from tests.reliability.conftest import base_env, direct_store
 
     model_dir = Path(os.environ.get("CLAWDBOT_MODEL_DIR", DEFAULT_MODEL_DIR))
     env = {**base_env(scratch / "soak-data", model_dir), "CLAWDBOT_SESSION_STORE": store_kind,
@@ -73,34 +72,22 @@ def run_full_soak(seconds: float, workers: int, scratch: Path, store_kind: str =
            # the prefix cache fills to its size by design: kept small, what grows is a leak (test_reliability_soak)
            "CLAWDBOT_PREFIX_CACHE_MB": "1"}
     with contextlib.ExitStack() as stack:
-        if store_kind == "sqlite":
-            from clawdbot.sessions.sqlite import SQLiteSessionStore
-
-            def open_store() -> Any:
-                return SQLiteSessionStore(scratch / "soak-data", StoreConfig())
-        elif store_kind == "redis":
-            from clawdbot.sessions.redis import RedisSessionStore
+        direct: dict[str, Any] = {}
+        if store_kind == "redis":
             from tests.fixtures.servers import run_redis_server
 
-            url = stack.enter_context(run_redis_server(scratch))
-            env["CLAWDBOT_REDIS_URL"] = url
-
-            def open_store() -> Any:
-                return RedisSessionStore.from_url(url, StoreConfig(), cluster=False)
-        else:
-            import boto3
-
-            from clawdbot.sessions.dynamodb import DynamoDBSessionStore
+            direct["redis_url"] = env["CLAWDBOT_REDIS_URL"] = stack.enter_context(run_redis_server(scratch))
+        elif store_kind == "dynamodb":
             from tests.fixtures.servers import FAKE_AWS_ENV, run_dynamodb_local
 
             endpoint = stack.enter_context(run_dynamodb_local(scratch))
             env |= {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
                     "CLAWDBOT_DYNAMODB_TABLE": "clawdbot-soak"}  # clawdbot serve creates it (a local endpoint)
+            direct |= {"dynamodb_endpoint": endpoint, "table": "clawdbot-soak"}
 
-            def open_store() -> Any:
-                client = boto3.client("dynamodb", endpoint_url=endpoint, region_name=FAKE_AWS_ENV["AWS_REGION"],
-                                      aws_access_key_id="soak", aws_secret_access_key="soak")
-                return DynamoDBSessionStore("clawdbot-soak", StoreConfig(), client=client)
+        def open_store() -> Any:
+            return direct_store(store_kind, scratch / "soak-data", **direct)
+
         figures = _soak_and_check(env, seconds, workers, scratch, model_dir, open_store)
     return {"soak_store": store_kind, **figures}
 

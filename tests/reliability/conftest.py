@@ -157,44 +157,54 @@ def base_env(data_dir: Path, model_dir: Path) -> dict[str, str]:
     return env
 
 
+def direct_store(kind: str, data_dir: Path, *, redis_url: str | None = None, dynamodb_endpoint: str | None = None,
+                 table: str | None = None, create_table: bool = False) -> SessionStore:
+    """The store a server of ``kind`` writes to, opened directly (never through a fault proxy), to check what was
+    stored; shared with ``bench.reliability``'s soak."""
+    from clawdbot.sessions.base import StoreConfig
+
+    if kind == "sqlite":
+        from clawdbot.sessions.sqlite import SQLiteSessionStore
+
+        return SQLiteSessionStore(data_dir, StoreConfig())
+    if kind == "redis":
+        from clawdbot.sessions.redis import RedisSessionStore
+
+        return RedisSessionStore.from_url(str(redis_url), StoreConfig(), cluster=False)
+    if kind == "dynamodb":
+        import boto3
+
+        from clawdbot.sessions.dynamodb import DynamoDBSessionStore
+        from clawdbot.sessions.factory import ensure_dynamodb_table
+        from tests.fixtures.servers import FAKE_AWS_ENV
+
+        client = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint, region_name=FAKE_AWS_ENV["AWS_REGION"],
+                              aws_access_key_id="direct", aws_secret_access_key="direct")
+        if create_table:
+            ensure_dynamodb_table(client, str(table))
+        return DynamoDBSessionStore(str(table), StoreConfig(), client=client)
+    raise ValueError(kind)
+
+
 def backing_for(kind: str, request: pytest.FixtureRequest, data_dir: Path, model_dir: Path, *,
                 redis_url: str | None = None, dynamodb_url: str | None = None) -> Backing:
     """The environment for ``kind`` (``redis_url``/``dynamodb_url`` route the server through a proxy), and how to
     open the same store directly (never through the proxy) to check what was stored."""
-    from clawdbot.sessions.base import StoreConfig
-
     env = base_env(data_dir, model_dir)
     env["CLAWDBOT_SESSION_STORE"] = kind
-    if kind == "sqlite":
-        def make() -> SessionStore:
-            from clawdbot.sessions.sqlite import SQLiteSessionStore
-
-            return SQLiteSessionStore(data_dir, StoreConfig())
-    elif kind == "redis":
-        direct = request.getfixturevalue("redis_server").rsplit("/", 1)[0] + f"/{REDIS_DB}"
-        env["CLAWDBOT_REDIS_URL"] = (redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}") if redis_url else direct
-
-        def make() -> SessionStore:
-            from clawdbot.sessions.redis import RedisSessionStore
-
-            return RedisSessionStore.from_url(direct, StoreConfig(), cluster=False)
+    direct: dict[str, Any] = {}
+    if kind == "redis":
+        direct["redis_url"] = request.getfixturevalue("redis_server").rsplit("/", 1)[0] + f"/{REDIS_DB}"
+        env["CLAWDBOT_REDIS_URL"] = ((redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}") if redis_url
+                                     else direct["redis_url"])
     elif kind == "dynamodb":
         endpoint = request.getfixturevalue("dynamodb_local")
-        table = f"clawdbot-reliability-{uuid.uuid4().hex[:12]}"
-        env.update({"CLAWDBOT_DYNAMODB_TABLE": table, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url or endpoint})
-
-        def make() -> SessionStore:
-            import boto3
-
-            from clawdbot.sessions.dynamodb import DynamoDBSessionStore
-            from clawdbot.sessions.factory import ensure_dynamodb_table
-
-            client = boto3.client("dynamodb", endpoint_url=endpoint)
-            ensure_dynamodb_table(client, table)
-            return DynamoDBSessionStore(table, StoreConfig(), client=client)
-    else:
+        direct |= {"dynamodb_endpoint": endpoint, "table": f"clawdbot-reliability-{uuid.uuid4().hex[:12]}",
+                   "create_table": True}
+        env.update({"CLAWDBOT_DYNAMODB_TABLE": direct["table"], "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url or endpoint})
+    elif kind != "sqlite":
         raise ValueError(kind)
-    return Backing(kind, env, make)
+    return Backing(kind, env, lambda: direct_store(kind, data_dir, **direct))
 
 
 @pytest.fixture
