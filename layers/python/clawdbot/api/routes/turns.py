@@ -71,22 +71,21 @@ async def get_turn_resources(request: Request, res: Annotated[Resources, Depends
 
 
 def _build_turn_resources(state: Any, res: Resources) -> TurnResources:
-    turns: TurnResources | None = getattr(state, "turns", None)
-    if turns is None:
-        with _build_lock:
-            turns = getattr(state, "turns", None)
-            if turns is None:
-                # Powertools' idempotency (and boto3 with it) is imported here, on the first turn request.
-                from clawdbot.queue.idempotency import build_persistence_layer
-                from clawdbot.queue.status import TurnStatusReader
+    """The build, once: requests that found no resources wait here for the first one's."""
+    with _build_lock:
+        turns: TurnResources | None = getattr(state, "turns", None)
+        if turns is None:
+            # Powertools' idempotency (and boto3 with it) is imported here, on the first turn request.
+            from clawdbot.queue.idempotency import build_persistence_layer
+            from clawdbot.queue.status import TurnStatusReader
 
-                settings = res.settings
-                turns = TurnResources(
-                    queue=TurnQueue(settings.queue_url) if settings.queue_url else None,
-                    status=TurnStatusReader(res.store, build_persistence_layer(settings, store=res.store),
-                                            settings.history_window),
-                    replies=ReplyPublisher.from_settings(settings))
-                state.turns = turns
+            settings = res.settings
+            turns = TurnResources(
+                queue=TurnQueue(settings.queue_url) if settings.queue_url else None,
+                status=TurnStatusReader(res.store, build_persistence_layer(settings, store=res.store),
+                                        settings.history_window),
+                replies=ReplyPublisher.from_settings(settings))
+            state.turns = turns
     return turns
 
 
