@@ -81,8 +81,7 @@ def draw(probs: np.ndarray, u: float) -> int:
 
     n = len(probs)
     if n <= 2 * _BLOCK:
-        cumulative = np.cumsum(probs)
-        return min(int(cumulative.searchsorted(u * cumulative[-1], side="right")), n - 1)
+        return _draw_in_one_total(probs, u)
     starts = _block_starts(n)
     totals = np.cumsum(np.add.reduceat(probs, starts))
     target = u * float(totals[-1])
@@ -93,8 +92,15 @@ def draw(probs: np.ndarray, u: float) -> int:
     if index < len(inside):
         return start + index
     # Rounding put the target past the block's own running total: one running total over all decides.
+    return _draw_in_one_total(probs, u)
+
+
+def _draw_in_one_total(probs: np.ndarray, u: float) -> int:
+    """:func:`draw` with one running total over the whole vocabulary (a small one, or a block missed by rounding)."""
+    import numpy as np
+
     cumulative = np.cumsum(probs)
-    return min(int(cumulative.searchsorted(u * cumulative[-1], side="right")), n - 1)
+    return min(int(cumulative.searchsorted(u * cumulative[-1], side="right")), len(probs) - 1)
 
 
 _starts_cache: dict[int, np.ndarray] = {}
