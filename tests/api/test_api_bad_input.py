@@ -20,6 +20,8 @@ def _body(model_id: str, **overrides: Any) -> dict[str, Any]:
 # (name, how to build the request content, expected status, expected error code, expected param)
 CASES: list[tuple[str, Any, int, str | None, str | None]] = [
     ("invalid JSON", lambda m: b'{"model": "x", "messages": [', 400, "invalid_json", None),
+    ("no body", lambda m: b"", 400, "invalid_json", None),
+    ("not UTF-8", lambda m: b'{"model": "\xff", "messages": []}', 400, "invalid_json", None),
     ("body is not an object", lambda m: b"[1, 2, 3]", 400, None, None),
     ("wrong type for messages", lambda m: json.dumps(_body(m, messages="hello")).encode(), 400, None, "messages"),
     ("wrong type for temperature", lambda m: json.dumps(_body(m, temperature="hot")).encode(), 400, None,
@@ -77,6 +79,33 @@ def test_bad_chat_request_is_rejected_and_session_unchanged(http: httpx.Client, 
     after = http.get(f"/v1/sessions/{stored_session}").json()
     assert after["messages"] == before["messages"]
     assert after["message_count"] == before["message_count"] == 2
+
+
+def test_chat_body_must_be_sent_as_json(http: httpx.Client, model_id: str, stored_session: str) -> None:
+    """The chat route reads its body itself (``clawdbot.api.json_body``), with the rules FastAPI applies: a JSON
+    content type (parameters and ``+json`` subtypes included), an optional UTF-8 byte order mark."""
+    content = json.dumps(_body(model_id)).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"x-session-id": stored_session} | ({"content-type": content_type} if content_type else {})
+        _assert_openai_error(http.post("/v1/chat/completions", content=content, headers=headers), 400, None, None)
+    assert http.get(f"/v1/sessions/{stored_session}").json()["message_count"] == 2
+    for content_type in ("application/json; charset=utf-8", "application/vnd.clawdbot+json", "Application/JSON"):
+        answer = http.post("/v1/chat/completions", content=content, headers={"content-type": content_type})
+        assert answer.status_code == 200, (content_type, answer.text)
+    answer = http.post("/v1/chat/completions", content=b"\xef\xbb\xbf" + content,
+                       headers={"content-type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_chat_route_documents_its_body_and_headers(http: httpx.Client) -> None:
+    """Served by its own handler, the chat route is still documented from its signature."""
+    operation = http.get("/openapi.json").json()["paths"]["/v1/chat/completions"]["post"]
+    body = operation["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatCompletionRequest"}
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert headers == {"x-session-id", "x-clawdbot-variant", "idempotency-key"}
 
 
 def test_unknown_session_is_404_everywhere(http: httpx.Client, model_id: str) -> None:

@@ -46,6 +46,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, s
         return "We could not parse the JSON body of your request. The body must be valid JSON.", None, "invalid_json"
     param = ".".join(loc) or None
     msg = first.get("msg", "Invalid value")
+    if first.get("type") == "missing" and param is None:  # the body itself: none was sent
+        return "The request has no body. The body must be a JSON object.", None, "invalid_json"
     if first.get("type") == "missing":
         return f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
     where = f"'{param}'" if param else "the request body"

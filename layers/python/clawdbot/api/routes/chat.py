@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from clawdbot.api.dependencies import Resources, caller_id, get_resources
+from clawdbot.api.json_body import read_model
 from clawdbot.api.schemas import ChatCompletionRequest, chunk_dict, completion_dict, usage_dict
 from clawdbot.api.streaming import TOKEN_COALESCE_S, iterate_batches_in_thread
 from clawdbot.chat.service import TurnRequest, user_session_id
@@ -25,15 +27,37 @@ from clawdbot.inference.openai_wire import cached_tokens_of
 from clawdbot.inference.types import ChatMessage, StreamDelta
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 
     from clawdbot.api.idempotency import Claim
     from clawdbot.chat.service import ChatService, PreparedTurn
     from clawdbot.inference.token_ids import Detokenizer
 
-router = APIRouter()
 #: The event that ends an OpenAI stream.
 _DONE = b"data: [DONE]\n\n"
+
+
+class _ChatRoute(APIRoute):
+    """The chat route as FastAPI documents it (from :func:`chat_completions`' signature), served by a handler of its
+    own: the body read into its model by pydantic in one pass (``clawdbot.api.json_body``), the three headers read
+    by name, the resources taken from the app, and the endpoint called.
+
+    FastAPI's generic handler would also solve the route's dependencies and header parameters one by one on every
+    turn, for what is the same each time. Together that was ~0.15 ms of the event loop's time per turn
+    (``bench.api_generation``, 0.30-0.41 → 0.17-0.22 ms from the rate limiter's answer to the route).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        async def handle(request: Request) -> Response:
+            body = await read_model(request, ChatCompletionRequest)
+            headers = request.headers
+            return await chat_completions(body, request, request.app.state.resources, headers.get("x-session-id"),
+                                          headers.get("x-clawdbot-variant"), headers.get("idempotency-key"))
+
+        return handle
+
+
+router = APIRouter(route_class=_ChatRoute)
 
 
 def _turn_request(body: ChatCompletionRequest, session_id: str | None, owner: str | None,
