@@ -290,6 +290,9 @@ def snapstart_restore(env: dict[str, str], runs: int) -> dict[str, Any]:
 def sizes(scratch: Path) -> tuple[dict[str, Any], Path | None]:
     """Zipped and unzipped bytes of the layer and of each function, bundled by ``cdk/bundling.py``; and the
     layer's ``python/`` folder (``None`` if it could not be built)."""
+    from cdk.node_banner import silence_end_of_life_banner
+
+    silence_end_of_life_banner()  # before cdk.bundling starts jsii
     from cdk.bundling import BundlingError, FunctionBundling, LayerBundling, unzipped_size, zipped_size
 
     results: dict[str, Any] = {}

@@ -21,6 +21,9 @@ INPUT_KEYS = ("model", "quota", "sessionStore", "redisMode", "tokenizerDir", "st
 def build_app(context: dict[str, Any] | None = None, outdir: str | None = None,
               build_dir: Path | None = None) -> tuple[Any, Any]:
     """(App, ClawdbotStack) for the given context; raises ConfigError for a bad input."""
+    from cdk.node_banner import silence_end_of_life_banner
+
+    silence_end_of_life_banner()  # before jsii starts its Node.js
     from aws_cdk import App, Environment
 
     from cdk.nag import apply_checks

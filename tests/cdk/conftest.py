@@ -9,16 +9,16 @@ constructs in a bare stack, which is cheap.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-# jsii prints a banner for Node versions past end of life; it is noise in test output, not a failure.
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "1")
-
 from cdk.config import REPO_ROOT, TOKENIZER_FILES
+from cdk.node_banner import silence_end_of_life_banner
+
+# jsii prints a banner for Node versions past end of life; it is noise in test output, not a failure.
+silence_end_of_life_banner()
 
 if TYPE_CHECKING:
     from pathlib import Path
