@@ -12,7 +12,7 @@ from clawdbot.api.dependencies import Resources
 from clawdbot.api.errors import install_error_handlers
 from clawdbot.api.middleware import RequestContextMiddleware
 from clawdbot.api.openapi import install as install_openapi
-from clawdbot.api.routes import chat, health, sessions, turns
+from clawdbot.api.routes import add_routes, chat, health, sessions, turns
 from clawdbot.chat.service import ChatService
 from clawdbot.config.settings import Settings, get_settings
 from clawdbot.traffic.install import install as install_traffic
@@ -45,10 +45,8 @@ def create_app(settings: Settings | None = None, *, store: SessionStore | None =
                                     chat=ChatService(store, backend, settings), loaded_at=int(time.time()))
     install_error_handlers(app)
     install_openapi(app)  # success schemas, error responses and id patterns in /openapi.json
-    app.include_router(health.router)
-    app.include_router(chat.router)
-    app.include_router(sessions.router)
-    app.include_router(turns.router)
+    for module in (health, chat, sessions, turns):
+        add_routes(app, module.router)
     install_traffic(app, settings, model_load_seconds=model_load_seconds)  # keys, limits, A/B, metrics
     web.install(app)  # the chat page /, the operations page /ops and their assets
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)

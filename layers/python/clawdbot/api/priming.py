@@ -4,11 +4,11 @@ Lambda SnapStart snapshots the environment after init, so whatever init leaves w
 restored from it, while whatever the first request does lazily is paid again by each one (AWS calls doing it at
 init "priming"). A restored ``chat_api`` environment's first request used to make the session store's, the rate
 limiter's and the model endpoint's botocore clients (service models parsed from JSON), import anyio's asyncio
-backend and start its worker thread, and have FastAPI build each route's dependency state on its first match:
-about 20 ms of a 55 ms first invocation (``bench.coldstart``: an authenticated session read through AWS's runtime
-client against DynamoDB Local). :func:`prime` does all of that at init, without a network call and without
-touching any key, limit or session: a request to the public ``/healthz`` through the whole middleware stack, and
-one to the router alone for a path no route has (which it tries against every route).
+backend and start its worker thread, and have FastAPI build each included router's routes again on its first
+match: about 20 ms of a 55 ms first invocation (``bench.coldstart``: an authenticated session read through AWS's
+runtime client against DynamoDB Local). The routes are now the app's own (``clawdbot.api.routes.add_routes``),
+built once when declared; :func:`prime` does the rest at init, without a network call and without touching any
+key, limit or session: a request to the public ``/healthz`` through the whole middleware stack.
 
 Only a SnapStart init primes (the handler calls this when :func:`clawdbot.snapstart.register_hooks` registered
 its hooks): without a snapshot the same work would simply move from the first request to init. An on-demand init
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: A path no route matches: the router tries every route (building each one's state) and answers 404.
-UNROUTED_PATH = "/__clawdbot_prime__"
-
-
 def prime_clients(app: FastAPI) -> None:
     """Make the clients every keyed request uses (the session store's, the key store's and the rate limiter's),
     without a network call. An on-demand init calls this alone: the first request needs them all the same
@@ -44,18 +40,18 @@ def prime_clients(app: FastAPI) -> None:
 
 
 def prime(app: FastAPI) -> list[int]:
-    """Make the app's lazy clients and run the two warm-up requests on the thread's event loop (the one Mangum
-    runs every invocation on); returns their HTTP statuses (200 and 404)."""
+    """Make the app's lazy clients and run the warm-up request on the thread's event loop (the one Mangum runs
+    every invocation on); returns its HTTP status in a list (``[200]``)."""
     prime_clients(app)
     app.state.resources.backend.prime()
     statuses = asyncio.get_event_loop().run_until_complete(_warm_up(app))
-    logger.info("primed for the snapshot: clients made, warm-up requests answered %s", statuses)
+    logger.info("primed for the snapshot: clients made, warm-up request answered %s", statuses)
     return statuses
 
 
 async def _warm_up(app: FastAPI) -> list[int]:
     await run_in_threadpool(int)  # anyio's asyncio backend and a worker thread, kept for the loop's life
-    return [await _get(app, "/healthz"), await _get(app.router, UNROUTED_PATH)]
+    return [await _get(app, "/healthz")]
 
 
 async def _get(target: Any, path: str) -> int:

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | None = None) -> TrafficControl:
-    from clawdbot.api.routes import feedback
+    from clawdbot.api.routes import add_routes, feedback
     from clawdbot.metrics.recorder import RequestMetricsMiddleware
     from clawdbot.traffic.ab import build_router
     from clawdbot.traffic.auth import AuthRateLimitMiddleware, TrafficControl
@@ -57,7 +57,7 @@ def install(app: FastAPI, settings: Settings, *, model_load_seconds: float | Non
     chat = resources.chat
     chat.variants = build_router(settings, resources.backend)
     chat.observers += [traffic.on_turn, metrics.on_turn]
-    app.include_router(feedback.router)
+    add_routes(app, feedback.router)
 
     turns = resources.backend.generation_slots
     if turns and not on_lambda():  # the model runs here: chat turns are admitted as it can run them

@@ -18,6 +18,7 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
 from clawdbot.api.dependencies import Resources, get_resources
+from clawdbot.api.routes import add_routes
 from clawdbot.web.summary import AbReportCache, build_summary
 
 if TYPE_CHECKING:
@@ -78,5 +79,5 @@ class _NamedAssets:
 def install(app: FastAPI) -> None:
     """Mount the pages, the assets and the summary route on ``app``."""
     app.state.ab_report_cache = AbReportCache()
-    app.include_router(router)
+    add_routes(app, router)
     app.mount(ASSETS_PREFIX, _NamedAssets(StaticFiles(directory=STATIC_DIR)), name="web")
