@@ -15,6 +15,11 @@
   built at start by ``bench.random_model`` (``train`` extra): the API's fixed per-token costs against a costlier
   token, so efficiency shows as a function of the model's per-token cost.
 
+- ``host_*``: the same server's round trip with no app and no model: a worker thread busy outside the GIL (as
+  ONNX Runtime is) for 0.5 ms and for as long as the bare turn, alternating (``bench.serving.BUSY_PATH``). What the
+  long wait adds over the short one (``host_wake_after_turn_ms``) is the machine's cost of waking the event loop
+  and the client after a turn's wait, which an API turn pays too and the bare loop, timed in its thread, does not.
+
 Both generate exactly the same tokens: sampling at temperature 1 with a fixed seed is deterministic, and the
 seeds used are ones whose completion runs to ``--tokens`` without an end-of-sequence token (found at start). The
 runs alternate api/bare, one at a time (never two generations at once), and efficiency is the median of the
@@ -50,6 +55,8 @@ MODEL_DIR = REPO / "models" / "clawdbot-tiny-chat"
 SYSTEM = "You are Clawdbot, a friendly and concise assistant."
 PROMPT = "Explain how to bake bread, step by step, in detail."
 TARGET_EFFICIENCY = 0.95
+#: The short work of the host probe: a round trip with no wait worth the name.
+SHORT_WORK_S = 0.0005
 
 
 def _messages() -> list[dict[str, str]]:
@@ -103,6 +110,17 @@ async def _api(conn: Connection, model: str, key: str, tokens: int, seed: int,
     return None, response.total_s, json.loads(response.body)["usage"]["completion_tokens"]
 
 
+async def _busy(conn: Connection, seconds: float) -> float:
+    """Seconds a round trip to the server's busy route (``bench.serving.BUSY_PATH``: a worker thread busy for
+    ``seconds`` outside the GIL, no model) takes over that work."""
+    from bench.serving import BUSY_PATH
+
+    response = await conn.send(conn.encode("POST", BUSY_PATH, json.dumps({"busy_s": seconds}).encode()))
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status}: {response.body[:300]!r}")
+    return response.total_s - json.loads(response.body)["busy_s"]
+
+
 def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wanted: int) -> dict[str, Any]:
     """The figures of one model: bare loop and API turns, ``rounds_wanted`` rounds after a warm-up round."""
     from bench.overhead import prepare_data
@@ -121,6 +139,8 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
     cpu: dict[str, list[float]] = {"api": [], "api_stream": [], "bare": []}
     #: Seconds a 1-token turn (prefill and one sample) takes through the API over the bare loop, per round.
     one_token: list[float] = []
+    #: Seconds a round trip to the busy route takes over its work: after SHORT_WORK_S of it, and after a turn's.
+    host: dict[str, list[float]] = {"short": [], "turn": []}
 
     async def rounds(server: Server) -> None:
         port = server.port
@@ -148,6 +168,14 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
                 api_row = await _api(conn, backend.model_id, key, 1, seed, False)
                 (_, bare_s, _), _ = await _bare(conn, prompt, 1, seed)
                 one_token.append(api_row[1] - bare_s)
+            # The machine alone: the same round trip with no app and no model, a worker thread busy outside the
+            # GIL for SHORT_WORK_S or for as long as the bare turn, alternating. The difference is what waking the
+            # event loop and the client after a turn's wait costs on this host (docs/performance.md).
+            turn_s = statistics.median(r[1] for r in rows["bare"])
+            for index in range(rounds_wanted):
+                order = (("short", SHORT_WORK_S), ("turn", turn_s))
+                for name, seconds in order if index % 2 else order[::-1]:
+                    host[name].append(await _busy(conn, seconds))
         finally:
             conn.close()
 
@@ -175,6 +203,11 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
         added = [a[1] - b[1] for a, b in zip(rows[name], rows["bare"], strict=True)]
         results[f"{name}_added_ms_per_turn"] = round(statistics.median(added) * 1000, 3)
     results["api_added_ms_per_1_token_turn"] = round(statistics.median(one_token) * 1000, 3)
+    results["host_turn_of_work_ms"] = round(statistics.median(r[1] for r in rows["bare"]) * 1000, 2)
+    for name in ("short", "turn"):
+        results[f"host_added_ms_after_{name}_work"] = round(statistics.median(host[name]) * 1000, 3)
+    results["host_wake_after_turn_ms"] = round(
+        statistics.median(t - s for t, s in zip(host["turn"], host["short"], strict=True)) * 1000, 3)
     for name in ("api", "api_stream"):
         ratios = sorted(rate(a) / rate(b) for a, b in zip(rows[name], rows["bare"], strict=True))
         results[f"{name}_efficiency_ratio"] = round(statistics.median(ratios), 4)

@@ -86,6 +86,9 @@ ROWS: tuple[Row, ...] = (
     Row("Time to first token: bare / API streamed", "api_generation", "bare_ttft_ms", "ms", noise="noise"),
     Row("Time a turn takes through the API over the bare loop: full length / streamed / cut to 1 token",
         "api_generation", "api_added_ms_per_turn", "ms", noise="noise"),
+    Row("… the same round trip with no app and no model, a thread busy outside the GIL: after 0.5 ms / a turn's "
+        "length of work; the difference (the host's wake-up)", "api_generation", "host_added_ms_after_short_work",
+        "ms", noise="noise"),
     Row("Prefix cache, a session's turns 1-12 (shipped model): server CPU per turn, off ÷ on", "prefix_cache",
         "prefix_cache_cpu_ratio_off_to_on", "x"),
     Row("… turn latency p50, last quarter of the turns: on / off", "prefix_cache",
@@ -116,6 +119,7 @@ ROWS: tuple[Row, ...] = (
 COMPANIONS: dict[str, tuple[str, ...]] = {
     "bare_ttft_ms": ("api_stream_ttft_ms",),
     "api_added_ms_per_turn": ("api_stream_added_ms_per_turn", "api_added_ms_per_1_token_turn"),
+    "host_added_ms_after_short_work": ("host_added_ms_after_turn_work", "host_wake_after_turn_ms"),
     "bare_cpu_ms_per_token": ("api_cpu_ms_per_token", "api_stream_cpu_ms_per_token"),
     "large_model_api_efficiency_ratio": ("large_model_api_stream_efficiency_ratio",),
     "large_model_bare_cpu_ms_per_token": ("large_model_api_cpu_ms_per_token",

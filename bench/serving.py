@@ -85,11 +85,28 @@ def direct_app(backend: InferenceBackend) -> Any:
 
 #: The bare decode loop, served next to the app by a benchmark server started with ``bare_route=True``.
 BARE_PATH = "/bench/bare"
+#: Work without a model, served beside it: a worker thread busy for a given time with the GIL released, as a
+#: generation is (:func:`busy`).
+BUSY_PATH = "/bench/busy"
+#: Bytes hashed per step of :func:`busy`: over 2 KiB, ``hashlib`` releases the GIL while it hashes.
+_BUSY_CHUNK = bytes(64 * 1024)
+
+
+def busy(seconds: float) -> float:
+    """Keep this thread's core busy for ``seconds`` the way ONNX Runtime does, outside the GIL (SHA-256 of 64 KiB
+    at a time); returns the time it really took."""
+    import hashlib
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        hashlib.sha256(_BUSY_CHUNK)
+    return time.perf_counter() - started
 
 
 def with_bare_route(app: Any, backend: Any) -> Any:
     """``app``, plus ``POST BARE_PATH`` (JSON ``prompt_ids``, ``tokens``, ``seed``): the engine's own decode loop
-    in this process, on this backend, timed here (seconds to the first and the last token, CPU seconds).
+    in this process, on this backend, timed here (seconds to the first and the last token, CPU seconds); and
+    ``POST BUSY_PATH`` (JSON ``busy_s``): :func:`busy` on a worker thread, its time as taken (``busy_s``).
 
     A bare loop in another process is not the same baseline: the same model runs up to ~10% faster or slower
     from one process to the next (weights placed differently in memory; measured on a 21 M-parameter model), a
@@ -111,8 +128,14 @@ def with_bare_route(app: Any, backend: Any) -> Any:
         return {"first_s": first, "total_s": time.perf_counter() - started, "tokens": count,
                 "cpu_s": time.process_time() - cpu_before}
 
+    def work(request: dict[str, Any]) -> dict[str, float]:
+        return {"busy_s": busy(request["busy_s"])}
+
+    routes = {BARE_PATH: bare, BUSY_PATH: work}
+
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != BARE_PATH:
+        handler = routes.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None:
             await app(scope, receive, send)
             return
         body = b""
@@ -121,7 +144,7 @@ def with_bare_route(app: Any, backend: Any) -> Any:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        payload = json.dumps(await asyncio.to_thread(bare, json.loads(body))).encode()
+        payload = json.dumps(await asyncio.to_thread(handler, json.loads(body))).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode())]})
