@@ -43,8 +43,11 @@ class _ChatRoute(APIRoute):
     by name, the resources taken from the app, and the endpoint called.
 
     FastAPI's generic handler would also solve the route's dependencies and header parameters one by one on every
-    turn, for what is the same each time. Together that was ~0.15 ms of the event loop's time per turn
-    (``bench.api_generation``, 0.30-0.41 → 0.17-0.22 ms from the rate limiter's answer to the route).
+    turn, for what is the same each time. Together that was ~0.15 ms of the event loop's time per turn: 0.30-0.41 →
+    0.17-0.22 ms from the rate limiter's answer to the route's first line in a stage probe of the server, and
+    ``bench.overhead``'s p50 at 64 clients 1.26-1.37 → 0.94-0.96 ms (docs/performance.md). The handler passes the
+    endpoint's parameters in its signature's order: a parameter added there must be added here (the API tests send
+    every header and check the route's OpenAPI entry).
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
