@@ -46,8 +46,8 @@ class _ChatRoute(APIRoute):
     turn, for what is the same each time. Together that was ~0.15 ms of the event loop's time per turn: 0.30-0.41 →
     0.17-0.22 ms from the rate limiter's answer to the route's first line in a stage probe of the server, and
     ``bench.overhead``'s p50 at 64 clients 1.26-1.37 → 0.94-0.96 ms (docs/performance.md). The handler passes the
-    endpoint's parameters in its signature's order: a parameter added there must be added here (the API tests send
-    every header and check the route's OpenAPI entry).
+    endpoint's parameters in its signature's order: a parameter added there must be added here (the tests send
+    every header, and one checks the route's OpenAPI entry).
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
