@@ -169,8 +169,9 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
                 (_, bare_s, _), _ = await _bare(conn, prompt, 1, seed)
                 one_token.append(api_row[1] - bare_s)
             # The machine alone: the same round trip with no app and no model, a worker thread busy outside the
-            # GIL for SHORT_WORK_S or for as long as the bare turn, alternating. The difference is what waking the
-            # event loop and the client after a turn's wait costs on this host (docs/performance.md).
+            # GIL for SHORT_WORK_S or for as long as the bare turn (bare_latency_ms), alternating. The difference
+            # is what waking the event loop and the client after a turn's wait costs on this host
+            # (docs/performance.md).
             turn_s = statistics.median(r[1] for r in rows["bare"])
             for index in range(rounds_wanted):
                 order = (("short", SHORT_WORK_S), ("turn", turn_s))
@@ -203,7 +204,6 @@ def measure(args: argparse.Namespace, scratch: Path, model_dir: Path, rounds_wan
         added = [a[1] - b[1] for a, b in zip(rows[name], rows["bare"], strict=True)]
         results[f"{name}_added_ms_per_turn"] = round(statistics.median(added) * 1000, 3)
     results["api_added_ms_per_1_token_turn"] = round(statistics.median(one_token) * 1000, 3)
-    results["host_turn_of_work_ms"] = round(statistics.median(r[1] for r in rows["bare"]) * 1000, 2)
     for name in ("short", "turn"):
         results[f"host_added_ms_after_{name}_work"] = round(statistics.median(host[name]) * 1000, 3)
     results["host_wake_after_turn_ms"] = round(
