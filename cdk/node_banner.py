@@ -3,7 +3,7 @@
 aws-cdk-lib runs on jsii, which starts a Node.js process and prints a 12-line banner on stderr each time if that
 Node.js is past its end of life by jsii's calendar (Node 20 since 2026-10-30), unless
 ``JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION`` lists its major version. The project supports Node 20 (README,
-"Requirements"), the synth is the same either way, and the banner buried the output of ``cdk synth``, the CDK tests
+"Quick start"), the synth is the same either way, and the banner buried the output of ``cdk synth``, the CDK tests
 and ``bench.coldstart``. A value already set is left as it is.
 """
 
