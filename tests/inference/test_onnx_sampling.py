@@ -97,3 +97,52 @@ def test_draw_follows_the_distribution() -> None:
     counts = np.bincount([draw(probs, float(u)) for u in rng.random(20000)], minlength=1000)
     assert set(np.flatnonzero(counts)) == {3, 500, 999}
     assert counts[[3, 500, 999]] / 20000 == pytest.approx([0.2, 0.3, 0.5], abs=0.015)
+
+
+# ------------------------------------------------------------------ OpenAI's logit adjustments
+def picks(sampler: Sampler, logits: np.ndarray, count: int) -> list[int]:
+    return [sampler(logits) for _ in range(count)]
+
+
+def test_frequency_penalty_lowers_a_token_each_time_it_is_picked() -> None:
+    logits = np.array([1.0, 0.9, 0.0], dtype=np.float16)
+    assert picks(Sampler(0.0), logits, 4) == [0, 0, 0, 0]
+    # 0 is picked (1.0 -> 0.8), then 1 (0.9 -> 0.7), then 0 again (0.8 -> 0.6), and so on
+    assert picks(Sampler(0.0, frequency_penalty=0.2), logits, 4) == [0, 1, 0, 1]
+
+
+def test_presence_penalty_lowers_a_token_once() -> None:
+    logits = np.array([3.0, 2.0, 0.0])
+    # 0 (3 -> 1), then 1 (2 -> 0); after that 0 leads again and is never lowered a second time
+    assert picks(Sampler(0.0, presence_penalty=2.0), logits, 5) == [0, 1, 0, 0, 0]
+
+
+def test_logit_bias_forces_and_bans_tokens() -> None:
+    logits = np.log(np.array([0.7, 0.2, 0.05, 0.05]))
+    assert set(picks(Sampler(1.0, seed=0, logit_bias=[(3, 100.0)]), logits, 200)) == {3}
+    banned = picks(Sampler(1.0, seed=0, logit_bias=[(0, -100.0)]), logits, 400)
+    assert 0 not in banned and {1, 2, 3} <= set(banned)
+    assert Sampler(0.0, logit_bias=[(0, -100.0)])(logits) == 1  # greedy takes the best token left
+
+
+def test_adjustments_of_zero_sample_as_the_plain_path() -> None:
+    # GIVEN the same seed, with and without a bias of zero effect on the outcome (+0 on one token)
+    logits = np.random.default_rng(5).normal(size=300).astype(np.float32)
+    plain = picks(Sampler(0.8, 0.95, seed=9), logits, 100)
+    assert Sampler(0.8, 0.95, seed=9).greedy is False and Sampler(0.0).greedy is True
+    assert Sampler(0.0, presence_penalty=0.5).greedy is False  # the engine must not argmax on its own
+    # THEN the picks are the same: the adjusted path scales and samples as the plain one does
+    assert picks(Sampler(0.8, 0.95, seed=9, logit_bias=[(0, 0.0)]), logits, 100) == plain
+
+
+def test_adjustments_out_of_range_are_client_errors() -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        Sampler(1.0, presence_penalty=2.5)
+    assert info.value.param == "presence_penalty"
+    with pytest.raises(InvalidRequestError) as info:
+        Sampler(1.0, logit_bias=[(1, 101.0)])
+    assert info.value.param == "logit_bias"
+    sampler = Sampler(1.0, logit_bias=[(7, 1.0)])
+    with pytest.raises(InvalidRequestError) as info:  # token 7 of a 4-token vocabulary
+        sampler(np.zeros(4))
+    assert info.value.param == "logit_bias"

@@ -70,6 +70,24 @@ def test_streamed_turn_through_invoke_endpoint_with_response_stream(
     assert router.requests[-1].body["stream_options"] == {"include_usage": True}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_penalties_and_biases_reach_the_container(backend: SageMakerBackend, router: SageMakerRouter,
+                                                  model_dir: Path, stream: bool) -> None:
+    from clawdbot.inference.onnx import OnnxBackend
+
+    local = OnnxBackend.from_folder(model_dir)
+    (yes,) = local.tokenizer.encode(" yes").ids
+    params = GenerationParams(max_tokens=16, temperature=0, frequency_penalty=1.5, presence_penalty=0.5,
+                              logit_bias=((yes, 5.0),))
+    text = "".join(d.text for d in collect(backend, params=params)) if stream else backend.generate(
+        MESSAGES, params).text
+    # THEN the container's model answers as the same model in this process with the same adjustments
+    assert text == local.generate(MESSAGES, params).text
+    assert text != local.generate(MESSAGES, GREEDY).text
+    sent = router.requests[-1].body
+    assert (sent["frequency_penalty"], sent["presence_penalty"], sent["logit_bias"]) == (1.5, 0.5, {str(yes): 5.0})
+
+
 def test_target_variant_reaches_the_endpoint(router: SageMakerRouter, bundle_dir: Path) -> None:
     backend = make_backend(bundle_dir, max_attempts=1, target_variant="challenger")
     arm = backend.for_variant("champion")

@@ -156,6 +156,10 @@ def test_bad_requests_are_openai_errors(container: Container, stream: bool) -> N
     assert post(b"{not json").status_code == 400
     refused = post({"messages": HELLO, "n": 2, "stream": stream})
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "n"
+    json_asked = post({"messages": HELLO, "response_format": {"type": "json_object"}, "stream": stream})
+    assert json_asked.status_code == 400
+    assert (json_asked.json()["error"]["param"], json_asked.json()["error"]["code"]) == \
+        ("response_format", "unsupported_value")
     # A prompt longer than the context window is refused before any event is sent, even when streaming.
     too_long = post({"messages": [{"role": "user", "content": "hello " * 5000}], "stream": stream})
     assert too_long.status_code == 400 and too_long.headers["content-type"] == "application/json"

@@ -35,7 +35,8 @@ IDS = {"completion_id": "chatcmpl-1", "model": "m", "created": 1}
 
 def test_request_body_round_trips_through_the_parser() -> None:
     messages = [ChatMessage("system", "Be brief."), ChatMessage("user", "Grüß dich 👋")]
-    params = GenerationParams(max_tokens=7, temperature=0.5, top_p=0.9, seed=3, stop=("\n\n", "END"))
+    params = GenerationParams(max_tokens=7, temperature=0.5, top_p=0.9, seed=3, stop=("\n\n", "END"),
+                              presence_penalty=0.5, frequency_penalty=-1.0, logit_bias=((2, -100.0), (17, 3.5)))
     request = parse_chat_request(json.loads(json.dumps(chat_request_body(messages, params, model="m",
                                                                          stream=True))))
     assert request.messages == tuple(messages)
@@ -64,11 +65,53 @@ def test_parser_accepts_openai_variants() -> None:
     ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
     ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
     ({"messages": [{"role": "user", "content": "x"}], "seed": 1.5}, "seed"),
+    ({"messages": [{"role": "user", "content": "x"}], "presence_penalty": -2.5}, "presence_penalty"),
+    ({"messages": [{"role": "user", "content": "x"}], "frequency_penalty": "1"}, "frequency_penalty"),
+    ({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"a": 1}}, "logit_bias"),
+    ({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"-1": 1}}, "logit_bias"),
+    ({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 100.5}}, "logit_bias"),
+    ({"messages": [{"role": "user", "content": "x"}], "logit_bias": [1]}, "logit_bias"),
 ])
 def test_parser_names_the_bad_field(body: dict[str, object], param: str) -> None:
     with pytest.raises(InvalidRequestError) as caught:
         parse_chat_request(body)
     assert caught.value.param == param
+
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize(("extra", "param", "code"), [
+    ({"logprobs": True}, "logprobs", "unsupported_parameter"),
+    ({"top_logprobs": 3}, "top_logprobs", "unsupported_parameter"),
+    ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format",
+     "unsupported_value"),
+    ({"tools": TOOLS}, "tools", "unsupported_parameter"),
+    ({"tools": TOOLS, "tool_choice": "auto"}, "tool_choice", "unsupported_value"),
+    ({"tools": TOOLS, "tool_choice": "required"}, "tool_choice", "unsupported_value"),
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "lookup"}}}, "tool_choice",
+     "unsupported_value"),
+    ({"functions": [{"name": "lookup"}]}, "functions", "unsupported_parameter"),
+    ({"function_call": "auto"}, "function_call", "unsupported_value"),
+    ({"modalities": ["text", "audio"]}, "modalities", "unsupported_value"),
+    ({"audio": {"voice": "alloy", "format": "mp3"}}, "audio", "unsupported_parameter"),
+])
+def test_what_the_model_cannot_do_is_refused_not_ignored(extra: dict[str, object], param: str, code: str) -> None:
+    # Ignored, each would answer prose where the client asked for JSON, a tool call or log probabilities.
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_chat_request({"messages": [{"role": "user", "content": "x"}], **extra})
+    assert (caught.value.param, caught.value.code) == (param, code)
+    assert caught.value.message.startswith("Unsupported ")
+
+
+def test_what_asks_for_nothing_the_model_cannot_do_is_accepted() -> None:
+    request = parse_chat_request({
+        "messages": [{"role": "user", "content": "x"}], "logprobs": False, "top_logprobs": None,
+        "response_format": {"type": "text"}, "tools": TOOLS, "tool_choice": "none", "functions": [],
+        "function_call": "none", "modalities": ["text"], "audio": None, "parallel_tool_calls": False,
+    })
+    assert request.messages == (ChatMessage("user", "x"),)
 
 
 def test_bodies_match_openai_sdk_types() -> None:

@@ -36,8 +36,52 @@ def error_response(status: int, message: str, error_type: str, param: str | None
     return Response(payload, status_code=status, media_type="application/json", headers=headers)
 
 
+#: Loc parts that name a member of a union (``str | list[TextPart]``), not a field: pydantic's tags for them.
+_BUILTIN_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def _is_union_tag(part: object) -> bool:
+    """Whether ``part`` is pydantic's tag for a union member (``str``, ``list[TextPart]``, ``constrained-str``,
+    a model's class name): the API's fields are all snake_case, so no field name looks like one."""
+    return isinstance(part, str) and (part in _BUILTIN_TAGS or "[" in part or part[:1].isupper()
+                                      or part.startswith(("constrained-", "function-")))
+
+
+def _union_errors_merged(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The errors of a value that matched no member of its union, as the client's value calls for.
+
+    pydantic reports each member's error: a list of five stop strings is "not a valid string" (the ``str``
+    member) before it is "at most 4 items" (the ``list`` member). A member whose error is only that the value has
+    another type says nothing about the value, so those are dropped where another member's error remains; where
+    none does, they are merged into one ("a valid string or a valid array"). Union tags leave the locations.
+    """
+    def field_loc(error: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(part for part in error.get("loc", ()) if not _is_union_tag(part))
+
+    def is_type_mismatch(error: dict[str, Any]) -> bool:
+        loc = error.get("loc", ())
+        return bool(loc) and _is_union_tag(loc[-1]) and str(error.get("type", "")).endswith("_type")
+
+    if not any(_is_union_tag(part) for error in errors for part in error.get("loc", ())):
+        return errors
+    merged: list[dict[str, Any]] = []
+    for error in errors:
+        if is_type_mismatch(error):
+            here = field_loc(error)
+            if any(field_loc(other)[:len(here)] == here and not is_type_mismatch(other) for other in errors):
+                continue
+            same = next((m for m in merged if m["loc"] == here and m.get("_mismatch")), None)
+            if same is not None:
+                same["msg"] += " or " + str(error.get("msg", "")).removeprefix("Input should be ")
+                continue
+            merged.append({**error, "loc": here, "_mismatch": True})
+            continue
+        merged.append({**error, "loc": field_loc(error)})
+    return merged
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:
-    errors = exc.errors()
+    errors = _union_errors_merged(list(exc.errors()))
     if not errors:
         return "Invalid request body.", None, "invalid_request"
     first = errors[0]

@@ -10,7 +10,17 @@ import time
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
+from clawdbot.exceptions import InvalidRequestError
+from clawdbot.inference.openai_wire import (
+    LOGIT_BIAS_BOUND,
+    MAX_LOGIT_BIAS_ENTRIES,
+    MAX_STOP_SEQUENCES,
+    PENALTY_BOUND,
+    check_supported,
+    parse_logit_bias,
+)
 from clawdbot.inference.openai_wire import usage_body as usage_dict  # one usage shape for the API and the container
 
 #: Roles the API accepts. ``developer`` is OpenAI's newer name for ``system``.
@@ -40,10 +50,19 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+#: A field of OpenAI's request that this server refuses unless it is absent or asks for nothing
+#: (``openai_wire.check_supported``): read so that it can be refused, left out of the OpenAPI document.
+_Refused = SkipJsonSchema[Any]
+_REFUSED = frozenset({"logprobs", "top_logprobs", "response_format", "tools", "tool_choice", "functions",
+                      "function_call", "modalities", "audio"})
+
+
 class ChatCompletionRequest(BaseModel):
     """The subset of OpenAI's chat completion request a text-only chat model can honour.
 
-    Unknown fields are ignored (as many OpenAI-compatible servers do) so newer SDKs keep working.
+    Unknown fields are ignored (as many OpenAI-compatible servers do) so newer SDKs keep working. Known fields that
+    ask for what the model cannot do (``_REFUSED``: log probabilities, JSON output, tool calls, audio) are refused
+    with OpenAI's ``unsupported_parameter``/``unsupported_value`` 400s rather than ignored, as is ``n`` > 1.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -55,11 +74,25 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: int | None = None
-    stop: str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | None = None
+    stop: str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, min_length=1, max_length=256)
     n: int | None = Field(default=None, ge=1, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-PENALTY_BOUND, le=PENALTY_BOUND)
+    frequency_penalty: float | None = Field(default=None, ge=-PENALTY_BOUND, le=PENALTY_BOUND)
+    #: Token id (a decimal string, in the model's vocabulary) -> bias added to its logit.
+    logit_bias: dict[str, Annotated[float, Field(ge=-LOGIT_BIAS_BOUND, le=LOGIT_BIAS_BOUND)]] | None = Field(
+        default=None, max_length=MAX_LOGIT_BIAS_ENTRIES)
+    logprobs: _Refused = None
+    top_logprobs: _Refused = None
+    response_format: _Refused = None
+    tools: _Refused = None
+    tool_choice: _Refused = None
+    functions: _Refused = None
+    function_call: _Refused = None
+    modalities: _Refused = None
+    audio: _Refused = None
 
     @field_validator("stop")
     @classmethod
@@ -70,11 +103,23 @@ class ChatCompletionRequest(BaseModel):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> ChatCompletionRequest:
+        # These raise the API's own 400s, with the field as ``param`` (pydantic passes them through).
         if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options is only allowed when stream is true")
+            raise InvalidRequestError("stream_options is only allowed when stream is true.", param="stream_options",
+                                      code="invalid_value")
         if not any(m.role in ("user", "assistant") for m in self.messages):
-            raise ValueError("messages must contain at least one user message")
+            raise InvalidRequestError("messages must contain at least one user or assistant message.",
+                                      param="messages", code="invalid_value")
+        if not _REFUSED.isdisjoint(self.model_fields_set):  # one set operation on the hot path
+            check_supported(self.__dict__)
+        if self.logit_bias:
+            parse_logit_bias(self.logit_bias)  # its keys: token ids
         return self
+
+    @property
+    def logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
+        """``logit_bias`` as ``(token id, bias)`` pairs (``GenerationParams.logit_bias``)."""
+        return parse_logit_bias(self.logit_bias) if self.logit_bias else ()
 
     @property
     def completion_limit(self) -> int | None:

@@ -49,6 +49,10 @@ class TurnRequest:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    #: ``(token id, bias)`` pairs (``GenerationParams.logit_bias``).
+    logit_bias: tuple[tuple[int, float], ...] = ()
     #: Continue this stored session (must exist).
     session_id: str | None = None
     #: OpenAI's ``user`` field: continues (or starts) the caller's session for that end user.
@@ -178,6 +182,9 @@ class ChatService:
             top_p=1.0 if top_p is None else top_p,
             seed=request.seed,
             stop=request.stop,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            logit_bias=request.logit_bias,
             model_session=model_session,
         )
         return PreparedTurn(

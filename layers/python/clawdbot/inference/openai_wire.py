@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 SSE_DONE = b"data: [DONE]\n\n"
 #: OpenAI accepts at most this many stop sequences.
 MAX_STOP_SEQUENCES = 4
+#: OpenAI's bounds of ``presence_penalty``/``frequency_penalty`` and of a ``logit_bias`` value.
+PENALTY_BOUND = 2.0
+LOGIT_BIAS_BOUND = 100.0
+#: At most this many ``logit_bias`` entries (OpenAI documents none; a bound keeps one request's offset row cheap).
+MAX_LOGIT_BIAS_ENTRIES = 1024
 _FINISH_REASONS: frozenset[str] = frozenset({"stop", "length"})
 
 
@@ -52,8 +57,8 @@ class ChatRequest:
 def parse_chat_request(body: object) -> ChatRequest:
     """Validate an OpenAI chat request body; raise :class:`InvalidRequestError` naming the bad field.
 
-    Unknown fields are ignored (OpenAI clients send many); fields that would change the answer's shape in a way
-    we do not implement (``n`` > 1) are refused rather than ignored.
+    Unknown fields are ignored (OpenAI clients send many); fields that ask for what we do not implement (``n`` > 1,
+    :func:`check_supported`) are refused rather than ignored.
     """
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
@@ -61,6 +66,7 @@ def parse_chat_request(body: object) -> ChatRequest:
     n = body.get("n")
     if n is not None and n != 1:
         raise InvalidRequestError("Only n=1 is supported.", param="n")
+    check_supported(body)
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
@@ -76,12 +82,16 @@ def parse_chat_request(body: object) -> ChatRequest:
         raise InvalidRequestError("stream must be a boolean.", param="stream")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
-        raise InvalidRequestError("stream_options must be an object.", param="stream_options")
+        raise InvalidRequestError("stream_options must be an object.", param="stream_options",
+                                      code="invalid_value")
     model = body.get("model")
     return ChatRequest(
         messages=messages,
         params=GenerationParams(
-            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=_parse_stop(body)
+            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=_parse_stop(body),
+            presence_penalty=_number(body, "presence_penalty", 0.0, -PENALTY_BOUND, PENALTY_BOUND),
+            frequency_penalty=_number(body, "frequency_penalty", 0.0, -PENALTY_BOUND, PENALTY_BOUND),
+            logit_bias=parse_logit_bias(body.get("logit_bias")),
         ),
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
@@ -109,9 +119,83 @@ def chat_request_body(
         body["seed"] = params.seed
     if params.stop:
         body["stop"] = list(params.stop)
+    if params.presence_penalty:
+        body["presence_penalty"] = params.presence_penalty
+    if params.frequency_penalty:
+        body["frequency_penalty"] = params.frequency_penalty
+    if params.logit_bias:
+        body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def check_supported(body: Mapping[str, Any]) -> None:
+    """Refuse what a text-only model without tools cannot honour, as OpenAI refuses what a model does not support
+    (400, ``unsupported_parameter`` or ``unsupported_value``): ignored, each would hand the client an answer it
+    did not ask for and cannot tell apart from one it did (prose for a JSON schema, no tool call where one is
+    required, no log probabilities). Absent, null, false and the defaults (``response_format`` of type ``text``,
+    ``tool_choice``/``function_call`` of ``none``, text ``modalities``) are accepted. Tools offered with
+    ``tool_choice: none`` are accepted too: the model is not to call them, and it does not.
+    """
+    if body.get("logprobs"):
+        raise _unsupported_parameter("logprobs")
+    if body.get("top_logprobs"):
+        raise _unsupported_parameter("top_logprobs")
+    response_format = body.get("response_format")
+    if response_format is not None:
+        kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+        if kind != "text":
+            raise InvalidRequestError(
+                f"Unsupported value: 'response_format' does not support {json.dumps(kind)} with this model. Only "
+                "the type 'text' is supported.", param="response_format", code="unsupported_value")
+    for tools, choice in (("tools", "tool_choice"), ("functions", "function_call")):
+        chosen = body.get(choice)
+        if chosen not in (None, "none"):
+            raise InvalidRequestError(
+                f"Unsupported value: '{choice}' does not support {json.dumps(chosen)} with this model: it cannot "
+                f"call tools. Only 'none' is supported.", param=choice, code="unsupported_value")
+        if body.get(tools) and chosen is None:
+            raise InvalidRequestError(
+                f"Unsupported parameter: '{tools}' is not supported with this model: it cannot call tools. Send "
+                f"none, or '{choice}': 'none'.", param=tools, code="unsupported_parameter")
+    modalities = body.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise InvalidRequestError(
+            f"Unsupported value: 'modalities' does not support {json.dumps(modalities)} with this model. Only "
+            "[\"text\"] is supported.", param="modalities", code="unsupported_value")
+    if body.get("audio") is not None:
+        raise _unsupported_parameter("audio")
+
+
+def _unsupported_parameter(name: str) -> InvalidRequestError:
+    return InvalidRequestError(f"Unsupported parameter: '{name}' is not supported with this model.", param=name,
+                               code="unsupported_parameter")
+
+
+def parse_logit_bias(raw: object) -> tuple[tuple[int, float], ...]:
+    """OpenAI's ``logit_bias`` (``{"token id": bias}``, bias in [-100, 100]) as ``(id, bias)`` pairs, ids in
+    ascending order; whether each id is in the model's vocabulary is the backend's to check."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise InvalidRequestError("logit_bias must be an object mapping token ids to biases.", param="logit_bias",
+                                  code="invalid_value")
+    if len(raw) > MAX_LOGIT_BIAS_ENTRIES:
+        raise InvalidRequestError(f"logit_bias may have at most {MAX_LOGIT_BIAS_ENTRIES} entries.",
+                                  param="logit_bias", code="invalid_value")
+    pairs: list[tuple[int, float]] = []
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key.isdecimal() or not key.isascii():
+            raise InvalidRequestError(f"logit_bias keys must be token ids (non-negative integers), got {key!r}.",
+                                      param="logit_bias", code="invalid_value")
+        if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+                or not -LOGIT_BIAS_BOUND <= value <= LOGIT_BIAS_BOUND):
+            raise InvalidRequestError(
+                f"logit_bias values must be numbers between -{LOGIT_BIAS_BOUND:g} and {LOGIT_BIAS_BOUND:g}, got "
+                f"{value!r} for token {key}.", param="logit_bias", code="invalid_value")
+        pairs.append((int(key), float(value)))
+    return tuple(sorted(pairs))
 
 
 def _parse_messages(raw: object) -> tuple[ChatMessage, ...]:

@@ -23,6 +23,12 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    #: OpenAI's penalties, each in [-2, 2]: every time a token has been sampled in this completion its logit is
+    #: lowered by ``frequency_penalty``, and once it has been by ``presence_penalty`` (``Sampler``).
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    #: OpenAI's ``logit_bias``: ``(token id, bias in [-100, 100])`` pairs added to those tokens' logits.
+    logit_bias: tuple[tuple[int, float], ...] = ()
     #: Where the conversation's last turn ran (``clawdbot.inference.model_session``: ``<id>; Expires=...``), so a
     #: backend that routes by it sends this turn to the instance holding its prefix cache; others ignore it.
     #: ``"NEW_SESSION"`` (or an expired one): a conversation that has none yet, for which such a backend opens one;

@@ -132,7 +132,7 @@ class OnnxBackend(InferenceBackend):
         tokenizer = self.tokenizer
         report = RunReport()
         tokens = self.engine.generate(prepared.prompt_ids, max_new_tokens=prepared.max_new_tokens,
-                                      sampler=Sampler(params.temperature, params.top_p, params.seed), report=report)
+                                      sampler=Sampler.for_params(params), report=report)
         return TokenIdStream(tokens, eos_ids=self.eos_token_ids, prompt_tokens=len(prepared.prompt_ids),
                              new_detokenizer=lambda: IncrementalDetokenizer(tokenizer), report=report)
 
@@ -164,6 +164,12 @@ class OnnxBackend(InferenceBackend):
                 "length of the messages or completion.",
                 param="messages",
             )
+        vocab = self.engine.vocab_size
+        for token, _ in params.logit_bias:
+            if not 0 <= token < vocab:
+                raise InvalidRequestError(
+                    f"Invalid value for 'logit_bias': token {token} is not in the model's vocabulary of {vocab} "
+                    "tokens.", param="logit_bias", code="invalid_value")
         return _Prepared(prompt_ids, wanted, params)
 
     def _stream(self, prepared: _Prepared) -> Iterator[StreamDelta]:
@@ -180,7 +186,7 @@ class OnnxBackend(InferenceBackend):
         from clawdbot.inference.onnx.stopping import StopMatcher
 
         params = prepared.params
-        sampler = Sampler(params.temperature, params.top_p, params.seed)
+        sampler = Sampler.for_params(params)
         detokenizer = IncrementalDetokenizer(self.tokenizer)
         stopper = StopMatcher(params.stop)
         grouped = not params.stop

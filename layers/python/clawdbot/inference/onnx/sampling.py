@@ -1,7 +1,14 @@
-"""Choosing the next token from a logits row: greedy, or temperature + nucleus (top-p) sampling.
+"""Choosing the next token from a logits row: greedy, or temperature + nucleus (top-p) sampling, after OpenAI's
+logit adjustments (``presence_penalty``, ``frequency_penalty``, ``logit_bias``).
 
-Each request gets its own :class:`Sampler` (its own random generator), so a ``seed`` reproduces the same tokens
-regardless of what other requests run at the same time. ``temperature == 0`` is greedy, as in OpenAI's API.
+Each request gets its own :class:`Sampler` (its own random generator, its own counts of the tokens it picked), so
+a ``seed`` reproduces the same tokens regardless of what other requests run at the same time. ``temperature == 0``
+is greedy, as in OpenAI's API.
+
+The adjustments follow OpenAI's definition: ``logit[j] -= c[j] * frequency_penalty + (c[j] > 0) *
+presence_penalty + ...`` with ``c[j]`` the times token ``j`` was sampled so far in this completion (the prompt's
+tokens are not counted), and ``logit_bias`` added as given. They are kept as one offset row, changed only at the
+token just picked, so a step costs one addition over the vocabulary; a sampler without them runs as before.
 """
 
 from __future__ import annotations
@@ -11,7 +18,11 @@ from typing import TYPE_CHECKING
 from clawdbot.exceptions import InvalidRequestError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import numpy as np
+
+    from clawdbot.inference.types import GenerationParams
 
 #: Candidates sorted first when looking for the top-p nucleus (see ``Sampler.__call__``).
 _PARTIAL_SORT = 64
@@ -22,19 +33,43 @@ _BLOCK = 64
 class Sampler:
     """Picks token ids from logits; not shared between requests."""
 
-    __slots__ = ("_rng", "greedy", "temperature", "top_p")
+    __slots__ = ("_bias", "_frequency", "_offsets", "_presence", "_rng", "_seen", "adjusts", "greedy", "temperature",
+                 "top_p")
 
-    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> None:
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, *,
+                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                 logit_bias: Iterable[tuple[int, float]] = ()) -> None:
         import numpy as np
 
         if not temperature >= 0:  # also rejects NaN
             raise InvalidRequestError(f"temperature must be >= 0, got {temperature}", param="temperature")
         if not 0 < top_p <= 1:
             raise InvalidRequestError(f"top_p must be in (0, 1], got {top_p}", param="top_p")
+        for name, value in (("presence_penalty", presence_penalty), ("frequency_penalty", frequency_penalty)):
+            if not -2 <= value <= 2:
+                raise InvalidRequestError(f"{name} must be between -2 and 2, got {value}", param=name)
         self.temperature = float(temperature)
         self.top_p = float(top_p)
-        self.greedy = self.temperature == 0
+        self._presence = float(presence_penalty)
+        self._frequency = float(frequency_penalty)
+        self._bias = tuple((int(token), float(bias)) for token, bias in logit_bias)
+        for token, bias in self._bias:
+            if token < 0 or not -100 <= bias <= 100:
+                raise InvalidRequestError(f"logit_bias: token {token} with bias {bias} is out of range",
+                                          param="logit_bias")
+        #: Whether logits are adjusted before the pick (penalties or biases).
+        self.adjusts = bool(self._presence or self._frequency or self._bias)
+        #: A pure argmax: what the engine may do itself on the logits row (``DecoderRun.decode``).
+        self.greedy = self.temperature == 0 and not self.adjusts
+        self._offsets: np.ndarray | None = None  # made at the first pick, when the vocabulary's size is known
+        self._seen: set[int] = set()
         self._rng = np.random.default_rng(seed)
+
+    @classmethod
+    def for_params(cls, params: GenerationParams) -> Sampler:
+        """The sampler a request's :class:`~clawdbot.inference.types.GenerationParams` ask for."""
+        return cls(params.temperature, params.top_p, params.seed, presence_penalty=params.presence_penalty,
+                   frequency_penalty=params.frequency_penalty, logit_bias=params.logit_bias)
 
     def __call__(self, logits: np.ndarray) -> int:
         """The next token for a 1-D logits row (any float dtype)."""
@@ -42,7 +77,42 @@ class Sampler:
             return int(logits.argmax())
         import numpy as np
 
-        scaled = logits.astype(np.float32) * np.float32(1.0 / self.temperature)
+        if not self.adjusts:
+            return self._sample(logits.astype(np.float32))
+        adjusted = logits.astype(np.float32) + self._offset_row(len(logits))
+        token = int(adjusted.argmax()) if self.temperature == 0 else self._sample(adjusted)
+        self._picked(token)
+        return token
+
+    def _offset_row(self, vocab: int) -> np.ndarray:
+        offsets = self._offsets
+        if offsets is None:
+            import numpy as np
+
+            offsets = self._offsets = np.zeros(vocab, dtype=np.float32)
+            for token, bias in self._bias:
+                if token >= vocab:
+                    raise InvalidRequestError(
+                        f"logit_bias: token {token} is not in the model's vocabulary of {vocab} tokens",
+                        param="logit_bias")
+                offsets[token] += bias
+        return offsets
+
+    def _picked(self, token: int) -> None:
+        """Count ``token`` as sampled: its next logits are penalized once more (and by the presence penalty once)."""
+        assert self._offsets is not None
+        penalty = self._frequency
+        if token not in self._seen:
+            self._seen.add(token)
+            penalty += self._presence
+        if penalty:
+            self._offsets[token] -= penalty
+
+    def _sample(self, scaled: np.ndarray) -> int:
+        """Temperature + nucleus sampling over a float32 logits row of its own (changed in place)."""
+        import numpy as np
+
+        scaled *= np.float32(1.0 / self.temperature)
         scaled -= scaled.max()
         probs = np.exp(scaled, out=scaled)
         if self.top_p < 1.0:

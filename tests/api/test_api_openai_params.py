@@ -1,0 +1,126 @@
+"""OpenAI's sampling adjustments (``presence_penalty``, ``frequency_penalty``, ``logit_bias``) reach the model,
+and what the model cannot do (tools, JSON output, log probabilities, audio) is refused, never silently ignored:
+the unmodified ``openai`` SDK against the real server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import openai
+import pytest
+
+from clawdbot.inference.types import ChatMessage, GenerationParams
+
+if TYPE_CHECKING:
+    from clawdbot.inference.onnx import OnnxBackend
+    from tests.api.conftest import LiveServer
+
+MESSAGES = [{"role": "user", "content": "What do you like to do on weekends?"}]
+#: Its greedy answer repeats itself ("a lot of the time" twice): what the penalties are for.
+REPEATING = [{"role": "user", "content": "Hi there"}]
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+
+
+@pytest.fixture(scope="module")
+def client(live_server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=live_server.v1, api_key="unused-while-open", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def backend(model_dir) -> OnnxBackend:  # the engine the server runs, in this process: what the model must answer
+    from clawdbot.inference.onnx import OnnxBackend
+
+    return OnnxBackend.from_folder(model_dir)
+
+
+def text_of(client: openai.OpenAI, model_id: str, stream: bool, messages: list[dict[str, str]] = MESSAGES,
+            **params: Any) -> str:
+    if not stream:
+        reply = client.chat.completions.create(model=model_id, messages=messages, **params)
+        return reply.choices[0].message.content or ""
+    chunks = client.chat.completions.create(model=model_id, messages=messages, stream=True, **params)
+    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+
+
+def expected(backend: OnnxBackend, messages: list[dict[str, str]] = MESSAGES, **params: Any) -> str:
+    return backend.generate([ChatMessage(m["role"], m["content"]) for m in messages], GenerationParams(**params)).text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_penalties_and_biases_reach_the_sampler(client: openai.OpenAI, model_id: str, backend: OnnxBackend,
+                                                stream: bool) -> None:
+    plain = text_of(client, model_id, stream, REPEATING, max_tokens=24, temperature=0)
+    assert plain == expected(backend, REPEATING, max_tokens=24, temperature=0)
+    # GIVEN each adjustment in turn, on a greedy turn whose plain answer repeats tokens
+    (yes,) = backend.tokenizer.encode(" yes").ids
+    first = backend.tokenizer.encode(plain).ids[0]
+    cases = [
+        ({"frequency_penalty": 1.5}, {"frequency_penalty": 1.5}),
+        ({"presence_penalty": 2.0}, {"presence_penalty": 2.0}),
+        ({"logit_bias": {str(yes): 100}}, {"logit_bias": ((yes, 100.0),)}),  # forced
+        ({"logit_bias": {str(first): -100}}, {"logit_bias": ((first, -100.0),)}),  # banned
+    ]
+    for wire, engine in cases:
+        got = text_of(client, model_id, stream, REPEATING, max_tokens=24, temperature=0, **wire)
+        # THEN the server answers what the engine answers with the same adjustment, which is not the plain answer
+        assert got == expected(backend, REPEATING, max_tokens=24, temperature=0, **engine), wire
+        assert got != plain, wire
+    forced = text_of(client, model_id, stream, max_tokens=5, temperature=1.0, seed=7, logit_bias={str(yes): 100})
+    assert forced == backend.tokenizer.decode([yes] * 5)
+
+
+@pytest.mark.parametrize(("params", "param", "code"), [
+    ({"tools": TOOLS}, "tools", "unsupported_parameter"),
+    ({"tools": TOOLS, "tool_choice": "required"}, "tool_choice", "unsupported_value"),
+    ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}},
+     "response_format", "unsupported_value"),
+    ({"logprobs": True, "top_logprobs": 2}, "logprobs", "unsupported_parameter"),
+    ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities",
+     "unsupported_value"),
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_what_the_model_cannot_do_is_a_400(client: openai.OpenAI, model_id: str, params: dict[str, Any],
+                                           param: str, code: str, stream: bool) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        text_of(client, model_id, stream, max_tokens=4, **params)
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+    assert error["message"].startswith(f"Unsupported {'parameter' if code == 'unsupported_parameter' else 'value'}")
+
+
+def test_what_asks_for_nothing_unsupported_is_served(client: openai.OpenAI, model_id: str) -> None:
+    reply = client.chat.completions.create(
+        model=model_id, messages=MESSAGES, max_tokens=4, temperature=0, tools=TOOLS, tool_choice="none",
+        response_format={"type": "text"}, logprobs=False, modalities=["text"])
+    assert reply.choices[0].message.tool_calls is None
+    assert reply.choices[0].message.content == text_of(client, model_id, False, max_tokens=4, temperature=0)
+
+
+@pytest.mark.parametrize(("params", "param", "words"), [
+    ({"logit_bias": {"99999999": 5}}, "logit_bias", "not in the model's vocabulary"),
+    ({"logit_bias": {"ten": 5}}, "logit_bias", "token ids"),
+    ({"logit_bias": {"10": 101}}, "logit_bias.10", "less than or equal to 100"),
+    ({"frequency_penalty": -2.5}, "frequency_penalty", "greater than or equal to -2"),
+    # a union's errors name the member the value is: a list of five is too long, not "not a string"
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4 items"),
+    ({"stop": 5}, "stop", "a valid string or a valid array"),
+])
+def test_bad_adjustments_and_stops_say_what_is_wrong(client: openai.OpenAI, model_id: str, params: dict[str, Any],
+                                                     param: str, words: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=model_id, messages=MESSAGES, max_tokens=4, **params)
+    error = caught.value.body
+    assert isinstance(error, dict) and error["param"] == param
+    assert words in error["message"]
+
+
+def test_an_image_part_is_refused_at_its_type(client: openai.OpenAI, model_id: str) -> None:
+    content = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "https://x"}}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": content}])
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "messages.0.content.1.type"
+    assert error["message"].startswith("Invalid value for 'messages.0.content.1.type': Input should be 'text'")
