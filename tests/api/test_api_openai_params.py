@@ -1,6 +1,6 @@
-"""OpenAI's sampling adjustments (``presence_penalty``, ``frequency_penalty``, ``logit_bias``) reach the model,
-and what the model cannot do (tools, JSON output, log probabilities, audio) is refused, never silently ignored:
-the unmodified ``openai`` SDK against the real server."""
+"""OpenAI's sampling adjustments (``presence_penalty``, ``frequency_penalty``, ``logit_bias``) reach the model, log
+probabilities come back as OpenAI reports them, and what the model cannot do (tools, JSON output, audio) is
+refused, never silently ignored: the unmodified ``openai`` SDK against the real server."""
 
 from __future__ import annotations
 
@@ -75,7 +75,6 @@ def test_penalties_and_biases_reach_the_sampler(client: openai.OpenAI, model_id:
     ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}},
      "response_format", "unsupported_value"),
-    ({"logprobs": True, "top_logprobs": 2}, "logprobs", "unsupported_parameter"),
     ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities",
      "unsupported_value"),
 ])
@@ -93,7 +92,7 @@ def test_what_the_model_cannot_do_is_a_400(client: openai.OpenAI, model_id: str,
 def test_what_asks_for_nothing_unsupported_is_served(client: openai.OpenAI, model_id: str) -> None:
     reply = client.chat.completions.create(
         model=model_id, messages=MESSAGES, max_tokens=4, temperature=0, tools=TOOLS, tool_choice="none",
-        response_format={"type": "text"}, logprobs=False, modalities=["text"])
+        response_format={"type": "text"}, modalities=["text"])
     assert reply.choices[0].message.tool_calls is None
     assert reply.choices[0].message.content == text_of(client, model_id, False, max_tokens=4, temperature=0)
 
@@ -103,6 +102,8 @@ def test_what_asks_for_nothing_unsupported_is_served(client: openai.OpenAI, mode
     ({"logit_bias": {"ten": 5}}, "logit_bias", "token ids"),
     ({"logit_bias": {"10": 101}}, "logit_bias.10", "less than or equal to 100"),
     ({"frequency_penalty": -2.5}, "frequency_penalty", "greater than or equal to -2"),
+    ({"top_logprobs": 2}, "top_logprobs", "requires logprobs"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "less than or equal to 20"),
     # a union's errors name the member the value is: a list of five is too long, not "not a string"
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4 items"),
     ({"stop": 5}, "stop", "a valid string or a valid array"),
@@ -124,3 +125,36 @@ def test_an_image_part_is_refused_at_its_type(client: openai.OpenAI, model_id: s
     assert isinstance(error, dict)
     assert error["param"] == "messages.0.content.1.type"
     assert error["message"].startswith("Invalid value for 'messages.0.content.1.type': Input should be 'text'")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_log_probabilities_are_the_models_for_each_reply_token(client: openai.OpenAI, model_id: str,
+                                                               backend: OnnxBackend, stream: bool) -> None:
+    params: dict[str, Any] = {"max_tokens": 16, "temperature": 0.8, "seed": 5, "logprobs": True, "top_logprobs": 3}
+    if not stream:
+        reply = client.chat.completions.create(model=model_id, messages=MESSAGES, **params)
+        text = reply.choices[0].message.content or ""
+        assert reply.choices[0].logprobs is not None
+        tokens = reply.choices[0].logprobs.content or []
+        count = reply.usage.completion_tokens if reply.usage else 0
+    else:
+        chunks = list(client.chat.completions.create(model=model_id, messages=MESSAGES, stream=True,
+                                                     stream_options={"include_usage": True}, **params))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        tokens = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []]
+        count = chunks[-1].usage.completion_tokens if chunks[-1].usage else 0
+    # THEN one entry per reply token (the end-of-sequence token has none), whose bytes make the text
+    local = backend.generate([ChatMessage("user", MESSAGES[0]["content"])],
+                             GenerationParams(max_tokens=16, temperature=0.8, seed=5, logprobs=3))
+    assert text == local.text and local.logprobs is not None
+    assert len(tokens) == len(local.logprobs) in (count, count - 1)
+    assert b"".join(bytes(t.bytes or ()) for t in tokens).decode() == text
+    for got, want in zip(tokens, local.logprobs, strict=True):
+        assert (got.token, got.logprob) == (want.token, pytest.approx(want.logprob))
+        assert [top.token for top in got.top_logprobs] == [top.token for top in want.top_logprobs]
+        assert len(got.top_logprobs) == 3 and got.logprob <= 0
+        values = [top.logprob for top in got.top_logprobs]
+        assert values == sorted(values, reverse=True) and got.logprob <= values[0]
+    plain = client.chat.completions.create(model=model_id, messages=MESSAGES, **{**params, "logprobs": None,
+                                                                                   "top_logprobs": None})
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == text  # same sampling

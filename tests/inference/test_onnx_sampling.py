@@ -146,3 +146,22 @@ def test_adjustments_out_of_range_are_client_errors() -> None:
     with pytest.raises(InvalidRequestError) as info:  # token 7 of a 4-token vocabulary
         sampler(np.zeros(4))
     assert info.value.param == "logit_bias"
+
+
+def test_log_probabilities_are_the_models_own_and_their_alternatives_the_likeliest() -> None:
+    logits = np.array([2.0, 0.5, 1.0, -1.0], dtype=np.float16)
+    log_softmax = logits.astype(np.float64) - np.log(np.exp(logits.astype(np.float64)).sum())
+    # GIVEN a hot, biased sampler: what it picks is adjusted, what it reports is not
+    sampler = Sampler(2.0, seed=3, logit_bias=[(3, 5.0)], logprobs=4)
+    assert sampler.greedy is False
+    picked = picks(sampler, logits, 50)
+    assert [record[0] for record in sampler.records] == picked
+    for token, logprob, top in sampler.records:
+        assert logprob == pytest.approx(log_softmax[token])
+        assert [alternative for alternative, _ in top] == [0, 2, 1, 3]  # most likely first
+        assert sum(np.exp(value) for _, value in top) == pytest.approx(1.0)
+    greedy = Sampler(0.0, logprobs=0)
+    assert (greedy.greedy, greedy(logits), greedy.records) == (False, 0, [(0, pytest.approx(log_softmax[0]), ())])
+    with pytest.raises(InvalidRequestError) as info:
+        Sampler(1.0, logprobs=21)
+    assert info.value.param == "top_logprobs"

@@ -88,6 +88,24 @@ def test_penalties_and_biases_reach_the_container(backend: SageMakerBackend, rou
     assert (sent["frequency_penalty"], sent["presence_penalty"], sent["logit_bias"]) == (1.5, 0.5, {str(yes): 5.0})
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_log_probabilities_come_back_from_the_container(backend: SageMakerBackend, router: SageMakerRouter,
+                                                        model_dir: Path, stream: bool) -> None:
+    from clawdbot.inference.onnx import OnnxBackend
+
+    params = GenerationParams(max_tokens=12, temperature=0.7, seed=2, logprobs=2)
+    if stream:
+        deltas = collect(backend, params=params)
+        logprobs = tuple(entry for d in deltas for entry in d.logprobs or ())
+    else:
+        logprobs = backend.generate(MESSAGES, params).logprobs or ()
+    # THEN the Lambda side has what the same model reports in this process, token for token
+    local = OnnxBackend.from_folder(model_dir).generate(MESSAGES, params)
+    assert local.logprobs and [(e.token, e.bytes) for e in logprobs] == [(e.token, e.bytes) for e in local.logprobs]
+    assert [e.logprob for e in logprobs] == pytest.approx([e.logprob for e in local.logprobs])
+    assert router.requests[-1].body["logprobs"] is True and router.requests[-1].body["top_logprobs"] == 2
+
+
 def test_target_variant_reaches_the_endpoint(router: SageMakerRouter, bundle_dir: Path) -> None:
     backend = make_backend(bundle_dir, max_attempts=1, target_variant="challenger")
     arm = backend.for_variant("champion")

@@ -27,7 +27,7 @@ from clawdbot.inference.openai_wire import (
     sse_event,
     usage_body,
 )
-from clawdbot.inference.types import ChatMessage, Completion, GenerationParams
+from clawdbot.inference.types import ChatMessage, Completion, GenerationParams, TokenLogprob, TopLogprob
 from tests.sagemaker.router import encode_event_message, payload_part, stream_exception
 
 IDS = {"completion_id": "chatcmpl-1", "model": "m", "created": 1}
@@ -36,7 +36,8 @@ IDS = {"completion_id": "chatcmpl-1", "model": "m", "created": 1}
 def test_request_body_round_trips_through_the_parser() -> None:
     messages = [ChatMessage("system", "Be brief."), ChatMessage("user", "Grüß dich 👋")]
     params = GenerationParams(max_tokens=7, temperature=0.5, top_p=0.9, seed=3, stop=("\n\n", "END"),
-                              presence_penalty=0.5, frequency_penalty=-1.0, logit_bias=((2, -100.0), (17, 3.5)))
+                              presence_penalty=0.5, frequency_penalty=-1.0, logit_bias=((2, -100.0), (17, 3.5)),
+                              logprobs=3)
     request = parse_chat_request(json.loads(json.dumps(chat_request_body(messages, params, model="m",
                                                                          stream=True))))
     assert request.messages == tuple(messages)
@@ -71,6 +72,9 @@ def test_parser_accepts_openai_variants() -> None:
     ({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"-1": 1}}, "logit_bias"),
     ({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 100.5}}, "logit_bias"),
     ({"messages": [{"role": "user", "content": "x"}], "logit_bias": [1]}, "logit_bias"),
+    ({"messages": [{"role": "user", "content": "x"}], "logprobs": "yes"}, "logprobs"),
+    ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, "top_logprobs"),  # without logprobs
+    ({"messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
 ])
 def test_parser_names_the_bad_field(body: dict[str, object], param: str) -> None:
     with pytest.raises(InvalidRequestError) as caught:
@@ -82,8 +86,6 @@ TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"typ
 
 
 @pytest.mark.parametrize(("extra", "param", "code"), [
-    ({"logprobs": True}, "logprobs", "unsupported_parameter"),
-    ({"top_logprobs": 3}, "top_logprobs", "unsupported_parameter"),
     ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format",
      "unsupported_value"),
@@ -124,6 +126,28 @@ def test_bodies_match_openai_sdk_types() -> None:
                   chunk_body(delta={}, finish_reason="stop", **IDS),
                   chunk_body(usage=usage_body(4, 1), **IDS)):
         ChatCompletionChunk.model_validate(chunk)
+
+
+LOGPROBS = (TokenLogprob("caf", -0.25, (99, 97, 102), (TopLogprob("caf", -0.25, (99, 97, 102)),
+                                                      TopLogprob(" tea", -2.5, (32, 116, 101, 97)))),
+            TokenLogprob("\\xc3", -0.5, (195,), ()), TokenLogprob("\\xa9", -0.01, (169,), ()))
+
+
+def test_log_probabilities_cross_the_wire_in_openai_shape() -> None:
+    # GIVEN a completion whose tokens include the two halves of one UTF-8 character ("é" = c3 a9)
+    completion = Completion(text="café", finish_reason="length", prompt_tokens=4, completion_tokens=3,
+                            logprobs=LOGPROBS)
+    body = completion_body(completion, **IDS)
+    # THEN the openai SDK reads them, their bytes join to the text, and the Lambda's parser gets them back
+    parsed = ChatCompletion.model_validate(body)
+    assert parsed.choices[0].logprobs is not None and parsed.choices[0].logprobs.content is not None
+    assert b"".join(bytes(t.bytes or ()) for t in parsed.choices[0].logprobs.content).decode() == "café"
+    assert parsed.choices[0].logprobs.content[0].top_logprobs[1].token == " tea"
+    assert parse_completion_body(body) == completion
+    chunk = chunk_body(delta={"content": "café"}, logprobs=LOGPROBS, **IDS)
+    ChatCompletionChunk.model_validate(chunk)
+    assert parse_chunk(json.dumps(chunk)).logprobs == LOGPROBS
+    assert parse_chunk(json.dumps(chunk_body(delta={"content": "x"}, **IDS))).logprobs is None
 
 
 def test_chunks_decode_to_stream_pieces() -> None:

@@ -7,7 +7,7 @@ hot path) by the helpers at the bottom, one place for each OpenAI object shape.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -17,11 +17,19 @@ from clawdbot.inference.openai_wire import (
     LOGIT_BIAS_BOUND,
     MAX_LOGIT_BIAS_ENTRIES,
     MAX_STOP_SEQUENCES,
+    MAX_TOP_LOGPROBS,
     PENALTY_BOUND,
     check_supported,
+    logprobs_body,
     parse_logit_bias,
+    parse_logprobs_request,
 )
 from clawdbot.inference.openai_wire import usage_body as usage_dict  # one usage shape for the API and the container
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from clawdbot.inference.types import TokenLogprob
 
 #: Roles the API accepts. ``developer`` is OpenAI's newer name for ``system``.
 Role = Literal["system", "developer", "user", "assistant"]
@@ -53,15 +61,15 @@ class StreamOptions(BaseModel):
 #: A field of OpenAI's request that this server refuses unless it is absent or asks for nothing
 #: (``openai_wire.check_supported``): read so that it can be refused, left out of the OpenAPI document.
 _Refused = SkipJsonSchema[Any]
-_REFUSED = frozenset({"logprobs", "top_logprobs", "response_format", "tools", "tool_choice", "functions",
-                      "function_call", "modalities", "audio"})
+_REFUSED = frozenset({"response_format", "tools", "tool_choice", "functions", "function_call", "modalities",
+                      "audio"})
 
 
 class ChatCompletionRequest(BaseModel):
     """The subset of OpenAI's chat completion request a text-only chat model can honour.
 
     Unknown fields are ignored (as many OpenAI-compatible servers do) so newer SDKs keep working. Known fields that
-    ask for what the model cannot do (``_REFUSED``: log probabilities, JSON output, tool calls, audio) are refused
+    ask for what the model cannot do (``_REFUSED``: JSON output, tool calls, audio) are refused
     with OpenAI's ``unsupported_parameter``/``unsupported_value`` 400s rather than ignored, as is ``n`` > 1.
     """
 
@@ -84,8 +92,8 @@ class ChatCompletionRequest(BaseModel):
     #: Token id (a decimal string, in the model's vocabulary) -> bias added to its logit.
     logit_bias: dict[str, Annotated[float, Field(ge=-LOGIT_BIAS_BOUND, le=LOGIT_BIAS_BOUND)]] | None = Field(
         default=None, max_length=MAX_LOGIT_BIAS_ENTRIES)
-    logprobs: _Refused = None
-    top_logprobs: _Refused = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: _Refused = None
     tools: _Refused = None
     tool_choice: _Refused = None
@@ -114,7 +122,15 @@ class ChatCompletionRequest(BaseModel):
             check_supported(self.__dict__)
         if self.logit_bias:
             parse_logit_bias(self.logit_bias)  # its keys: token ids
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequestError("top_logprobs requires logprobs to be true.", param="top_logprobs",
+                                      code="invalid_value")
         return self
+
+    @property
+    def logprobs_wanted(self) -> int | None:
+        """``GenerationParams.logprobs``: ``None``, or how many alternatives to report per token."""
+        return parse_logprobs_request(self.__dict__) if self.logprobs else None
 
     @property
     def logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
@@ -141,7 +157,8 @@ class CreateSessionRequest(BaseModel):
 
 # ---------------------------------------------------------------------------- response shapes
 def completion_dict(*, completion_id: str, created: int, model: str, text: str, finish_reason: str,
-                    prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+                    prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+                    logprobs: Sequence[TokenLogprob] | None = None) -> dict[str, Any]:
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -151,7 +168,7 @@ def completion_dict(*, completion_id: str, created: int, model: str, text: str, 
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None,
+            "logprobs": logprobs_body(logprobs),
             "finish_reason": finish_reason,
         }],
         "usage": usage_dict(prompt_tokens, completion_tokens, cached_tokens),
@@ -160,14 +177,15 @@ def completion_dict(*, completion_id: str, created: int, model: str, text: str, 
 
 def chunk_dict(*, completion_id: str, created: int, model: str, delta: dict[str, Any],
                finish_reason: str | None = None, usage: dict[str, Any] | None = None,
-               with_choice: bool = True, include_usage_field: bool = False) -> dict[str, Any]:
+               with_choice: bool = True, include_usage_field: bool = False,
+               logprobs: Sequence[TokenLogprob] | None = None) -> dict[str, Any]:
     chunk: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
         "system_fingerprint": None,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        "choices": [{"index": 0, "delta": delta, "logprobs": logprobs_body(logprobs), "finish_reason": finish_reason}]
         if with_choice else [],
     }
     if include_usage_field:

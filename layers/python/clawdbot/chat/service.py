@@ -18,7 +18,7 @@ from clawdbot.chat.history import START_FACT, fit_history
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.inference.exceptions import ContextLengthExceededError
 from clawdbot.inference.model_session import NEW_SESSION
-from clawdbot.inference.types import ChatMessage, GenerationParams, StreamDelta
+from clawdbot.inference.types import ChatMessage, GenerationParams, StreamDelta, TokenLogprob
 from clawdbot.sessions.context import fit_context
 from clawdbot.sessions.types import NewEntry
 
@@ -53,6 +53,8 @@ class TurnRequest:
     frequency_penalty: float = 0.0
     #: ``(token id, bias)`` pairs (``GenerationParams.logit_bias``).
     logit_bias: tuple[tuple[int, float], ...] = ()
+    #: Report log probabilities with this many alternatives per token (``GenerationParams.logprobs``).
+    logprobs: int | None = None
     #: Continue this stored session (must exist).
     session_id: str | None = None
     #: OpenAI's ``user`` field: continues (or starts) the caller's session for that end user.
@@ -99,6 +101,8 @@ class TurnResult:
     cached_tokens: int = 0
     #: The model session the turn ran in (``clawdbot.inference.model_session``), recorded for the next turn.
     model_session: str | None = None
+    #: Each reply token's log probability, when the request asked for them.
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 def user_session_id(user: str, owner: str | None) -> str:
@@ -185,6 +189,7 @@ class ChatService:
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
             logit_bias=request.logit_bias,
+            logprobs=request.logprobs,
             model_session=model_session,
         )
         return PreparedTurn(
@@ -242,7 +247,7 @@ class ChatService:
         completion = self.backend_for(turn).generate(turn.context, turn.params)
         return self._conclude(turn, completion.text, completion.finish_reason, completion.prompt_tokens,
                               completion.completion_tokens, cached_tokens=completion.cached_tokens,
-                              model_session=completion.model_session)
+                              model_session=completion.model_session, logprobs=completion.logprobs)
 
     def stream(self, turn: PreparedTurn) -> Iterator[StreamDelta]:
         """Yield deltas; the turn is recorded after the last one (not at all if the consumer stops early)."""
@@ -288,11 +293,12 @@ class ChatService:
 
     def _conclude(self, turn: PreparedTurn, text: str, finish_reason: str, prompt_tokens: int,
                   completion_tokens: int, first_token_ms: float | None = None, cached_tokens: int = 0,
-                  model_session: str | None = None) -> TurnResult:
+                  model_session: str | None = None,
+                  logprobs: tuple[TokenLogprob, ...] | None = None) -> TurnResult:
         """The finished turn's result, recorded, then told to the observers: how every way of running a turn ends."""
         result = TurnResult(turn, text, finish_reason, prompt_tokens, completion_tokens,
                             (time.perf_counter() - turn.started) * 1000, first_token_ms, cached_tokens,
-                            model_session)
+                            model_session, logprobs)
         self.record(result)
         self._notify(result)
         return result

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from clawdbot.inference.token_ids import TokenIdStream
-    from clawdbot.inference.types import ChatMessage, GenerationParams
+    from clawdbot.inference.types import ChatMessage, GenerationParams, TokenLogprob
 
 
 class InferenceBackend(ABC):
@@ -56,9 +56,12 @@ class InferenceBackend(ABC):
     def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
         """Whole completion at once (default: drain :meth:`stream`)."""
         pieces: list[str] = []
+        logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
         last = StreamDelta(text="")
         for delta in self.stream(messages, params):
             pieces.append(delta.text)
+            if logprobs is not None and delta.logprobs:
+                logprobs.extend(delta.logprobs)
             last = delta
         return Completion(
             text="".join(pieces),
@@ -67,6 +70,7 @@ class InferenceBackend(ABC):
             completion_tokens=last.completion_tokens,
             cached_tokens=last.cached_tokens,
             model_session=last.model_session,
+            logprobs=tuple(logprobs) if logprobs is not None else None,
         )
 
     @property

@@ -235,8 +235,8 @@ def create_app(loader: Callable[[], InferenceBackend], *, max_concurrency: int,
                         yield sse_event(error_body(_internal(item.exc)))
                         return
                     item = cast("StreamDelta", item)
-                    if item.text:
-                        yield sse_event(chunk_body(delta={"content": item.text}, **ids))
+                    if item.text or item.logprobs:
+                        yield sse_event(chunk_body(delta={"content": item.text}, logprobs=item.logprobs, **ids))
                     if item.finish_reason is not None:
                         yield sse_event(chunk_body(delta={}, finish_reason=item.finish_reason, **ids))
                         if chat.include_usage:

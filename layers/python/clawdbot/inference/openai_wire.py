@@ -22,7 +22,7 @@ from clawdbot.inference.exceptions import (
     UpstreamThrottledError,
     UpstreamTimeoutError,
 )
-from clawdbot.inference.types import ChatMessage, Completion, GenerationParams
+from clawdbot.inference.types import ChatMessage, Completion, GenerationParams, TokenLogprob, TopLogprob
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -36,6 +36,8 @@ MAX_STOP_SEQUENCES = 4
 #: OpenAI's bounds of ``presence_penalty``/``frequency_penalty`` and of a ``logit_bias`` value.
 PENALTY_BOUND = 2.0
 LOGIT_BIAS_BOUND = 100.0
+#: OpenAI's bound of ``top_logprobs``.
+MAX_TOP_LOGPROBS = 20
 #: At most this many ``logit_bias`` entries (OpenAI documents none; a bound keeps one request's offset row cheap).
 MAX_LOGIT_BIAS_ENTRIES = 1024
 _FINISH_REASONS: frozenset[str] = frozenset({"stop", "length"})
@@ -92,6 +94,7 @@ def parse_chat_request(body: object) -> ChatRequest:
             presence_penalty=_number(body, "presence_penalty", 0.0, -PENALTY_BOUND, PENALTY_BOUND),
             frequency_penalty=_number(body, "frequency_penalty", 0.0, -PENALTY_BOUND, PENALTY_BOUND),
             logit_bias=parse_logit_bias(body.get("logit_bias")),
+            logprobs=parse_logprobs_request(body),
         ),
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
@@ -125,6 +128,9 @@ def chat_request_body(
         body["frequency_penalty"] = params.frequency_penalty
     if params.logit_bias:
         body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
+    if params.logprobs is not None:
+        body["logprobs"] = True
+        body["top_logprobs"] = params.logprobs
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
@@ -138,10 +144,6 @@ def check_supported(body: Mapping[str, Any]) -> None:
     ``tool_choice``/``function_call`` of ``none``, text ``modalities``) are accepted. Tools offered with
     ``tool_choice: none`` are accepted too: the model is not to call them, and it does not.
     """
-    if body.get("logprobs"):
-        raise _unsupported_parameter("logprobs")
-    if body.get("top_logprobs"):
-        raise _unsupported_parameter("top_logprobs")
     response_format = body.get("response_format")
     if response_format is not None:
         kind = response_format.get("type") if isinstance(response_format, dict) else response_format
@@ -171,6 +173,24 @@ def check_supported(body: Mapping[str, Any]) -> None:
 def _unsupported_parameter(name: str) -> InvalidRequestError:
     return InvalidRequestError(f"Unsupported parameter: '{name}' is not supported with this model.", param=name,
                                code="unsupported_parameter")
+
+
+def parse_logprobs_request(body: Mapping[str, Any]) -> int | None:
+    """``logprobs``/``top_logprobs`` as ``GenerationParams.logprobs``: ``None`` when not asked for, else how many
+    alternatives to report per token (0-20; ``top_logprobs`` needs ``logprobs: true``, as at OpenAI)."""
+    wanted = body.get("logprobs")
+    if wanted is not None and not isinstance(wanted, bool):
+        raise InvalidRequestError("logprobs must be a boolean.", param="logprobs", code="invalid_value")
+    top = body.get("top_logprobs")
+    if top is None:
+        return 0 if wanted else None
+    if not _is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise InvalidRequestError(f"top_logprobs must be an integer between 0 and {MAX_TOP_LOGPROBS}.",
+                                  param="top_logprobs", code="invalid_value")
+    if not wanted:
+        raise InvalidRequestError("top_logprobs requires logprobs to be true.", param="top_logprobs",
+                                  code="invalid_value")
+    return int(top)
 
 
 def parse_logit_bias(raw: object) -> tuple[tuple[int, float], ...]:
@@ -291,7 +311,7 @@ def completion_body(completion: Completion, *, completion_id: str, model: str, c
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": completion.text, "refusal": None},
-                "logprobs": None,
+                "logprobs": logprobs_body(completion.logprobs),
                 "finish_reason": completion.finish_reason,
             }
         ],
@@ -308,6 +328,7 @@ def chunk_body(
     finish_reason: FinishReason | None = None,
     usage: Mapping[str, Any] | None = None,
     include_usage: bool = False,
+    logprobs: Sequence[TokenLogprob] | None = None,
 ) -> dict[str, Any]:
     """An OpenAI ``chat.completion.chunk``; with ``usage`` it is the final usage-only chunk (no choices)."""
     chunk: dict[str, Any] = {
@@ -318,7 +339,8 @@ def chunk_body(
         "system_fingerprint": None,
         "choices": []
         if usage is not None
-        else [{"index": 0, "delta": dict(delta or {}), "logprobs": None, "finish_reason": finish_reason}],
+        else [{"index": 0, "delta": dict(delta or {}), "logprobs": logprobs_body(logprobs),
+               "finish_reason": finish_reason}],
     }
     if usage is not None or include_usage:
         chunk["usage"] = dict(usage) if usage is not None else None
@@ -336,9 +358,33 @@ def parse_completion_body(body: object) -> Completion:
             prompt_tokens=int(usage["prompt_tokens"]),
             completion_tokens=int(usage["completion_tokens"]),
             cached_tokens=cached_tokens_of(usage),
+            logprobs=parse_logprobs(choice.get("logprobs")),
         )
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise UpstreamError(f"The model endpoint returned a malformed chat completion ({exc!r}).") from exc
+
+
+def logprobs_body(entries: Sequence[TokenLogprob] | None) -> dict[str, Any] | None:
+    """OpenAI's ``choices[0].logprobs`` for ``entries`` (``None`` where none were asked for)."""
+    if entries is None:
+        return None
+    return {"content": [
+        {"token": entry.token, "logprob": entry.logprob, "bytes": list(entry.bytes),
+         "top_logprobs": [{"token": top.token, "logprob": top.logprob, "bytes": list(top.bytes)}
+                          for top in entry.top_logprobs]}
+        for entry in entries], "refusal": None}
+
+
+def parse_logprobs(body: Any) -> tuple[TokenLogprob, ...] | None:
+    """The inverse of :func:`logprobs_body` (``None`` for ``null``)."""
+    if body is None:
+        return None
+    return tuple(
+        TokenLogprob(str(item["token"]), float(item["logprob"]), tuple(int(b) for b in item.get("bytes") or ()),
+                     tuple(TopLogprob(str(top["token"]), float(top["logprob"]),
+                                      tuple(int(b) for b in top.get("bytes") or ()))
+                           for top in item.get("top_logprobs") or ()))
+        for item in body.get("content") or ())
 
 
 def _finish_reason(value: object) -> FinishReason | None:
@@ -364,6 +410,7 @@ class StreamChunk:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 def parse_chunk(payload: str) -> StreamChunk | None:
@@ -374,16 +421,17 @@ def parse_chunk(payload: str) -> StreamChunk | None:
         chunk = json.loads(payload)
         if "error" in chunk:
             raise error_from_body(502, chunk)
-        text, finish = "", None
+        text, finish, logprobs = "", None, None
         if chunk.get("choices"):
             choice = chunk["choices"][0]
             text = (choice.get("delta") or {}).get("content") or ""
             finish = _finish_reason(choice.get("finish_reason"))
+            logprobs = parse_logprobs(choice.get("logprobs"))
         usage = chunk.get("usage")
         if usage:
             return StreamChunk(text, finish, int(usage["prompt_tokens"]), int(usage["completion_tokens"]),
-                               cached_tokens_of(usage))
-        return StreamChunk(text, finish)
+                               cached_tokens_of(usage), logprobs)
+        return StreamChunk(text, finish, logprobs=logprobs)
     except ClawdbotError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:

@@ -313,8 +313,8 @@ class SageMakerBackend(InferenceBackend):
                 yield StreamDelta(text="", finish_reason=finish, prompt_tokens=prompt_tokens,
                                   completion_tokens=completion_tokens, cached_tokens=cached_tokens)
                 return
-            if chunk.text:
-                yield StreamDelta(text=chunk.text)
+            if chunk.text or chunk.logprobs:
+                yield StreamDelta(text=chunk.text, logprobs=chunk.logprobs)
             if chunk.finish_reason is not None:
                 finish = chunk.finish_reason
             if chunk.prompt_tokens is not None:

@@ -29,11 +29,35 @@ class GenerationParams:
     frequency_penalty: float = 0.0
     #: OpenAI's ``logit_bias``: ``(token id, bias in [-100, 100])`` pairs added to those tokens' logits.
     logit_bias: tuple[tuple[int, float], ...] = ()
+    #: OpenAI's ``logprobs``/``top_logprobs``: ``None``, none reported; ``k`` (0-20), each completion token's log
+    #: probability with the ``k`` likeliest tokens at its position.
+    logprobs: int | None = None
     #: Where the conversation's last turn ran (``clawdbot.inference.model_session``: ``<id>; Expires=...``), so a
     #: backend that routes by it sends this turn to the instance holding its prefix cache; others ignore it.
     #: ``"NEW_SESSION"`` (or an expired one): a conversation that has none yet, for which such a backend opens one;
     #: ``None``: a turn nothing will follow (stateless), which needs none.
     model_session: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """A token and its log probability at one position (OpenAI's ``top_logprobs`` item)."""
+
+    token: str
+    logprob: float
+    #: The token's bytes (UTF-8 of its text, except where a token holds part of a character).
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A completion token with its log probability under the model, before temperature, penalties and biases,
+    and the likeliest tokens at its position (OpenAI's ``logprobs.content`` item)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top_logprobs: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +72,8 @@ class Completion:
     #: The model session the turn ran in (continued or opened), for the conversation's next turn; ``None`` where
     #: the backend routes no sessions.
     model_session: str | None = None
+    #: Each completion token's log probability, when asked for (``GenerationParams.logprobs``).
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +88,5 @@ class StreamDelta:
     cached_tokens: int = 0
     #: On the last delta: the model session the turn ran in (see :attr:`Completion.model_session`).
     model_session: str | None = None
+    #: The log probabilities of the tokens this delta's text came from, when asked for.
+    logprobs: tuple[TokenLogprob, ...] | None = None

@@ -23,7 +23,7 @@ from clawdbot.api.schemas import ChatCompletionRequest, chunk_dict, completion_d
 from clawdbot.api.streaming import TOKEN_COALESCE_S, iterate_batches_in_thread
 from clawdbot.chat.service import TurnRequest, user_session_id
 from clawdbot.exceptions import ClawdbotError, InvalidRequestError, NotFoundError
-from clawdbot.inference.openai_wire import cached_tokens_of
+from clawdbot.inference.openai_wire import cached_tokens_of, parse_logprobs
 from clawdbot.inference.types import ChatMessage, StreamDelta
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from clawdbot.api.idempotency import Claim
     from clawdbot.chat.service import ChatService, PreparedTurn
     from clawdbot.inference.token_ids import Detokenizer
+    from clawdbot.inference.types import TokenLogprob
 
 #: The event that ends an OpenAI stream.
 _DONE = b"data: [DONE]\n\n"
@@ -76,6 +77,7 @@ def _turn_request(body: ChatCompletionRequest, session_id: str | None, owner: st
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
         logit_bias=body.logit_bias_pairs,
+        logprobs=body.logprobs_wanted,
         session_id=session_id,
         user=body.user,
         owner=owner,
@@ -173,7 +175,7 @@ def _complete(chat: ChatService, request: TurnRequest, claim: Claim | None) -> t
     payload = completion_dict(
         completion_id=turn.turn_id, created=turn.created, model=turn.model, text=result.text,
         finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens)
+        completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens, logprobs=result.logprobs)
     if claim is not None:
         claim.succeed(payload, headers)
     return payload, headers
@@ -206,7 +208,7 @@ def _produce(chat: ChatService, request: TurnRequest, claim: Claim | None, inclu
             if not isinstance(first, StreamDelta):
                 yield from deltas
             return
-        yield turn, None, (first, content(first.text) if first.text else None)
+        yield turn, None, (first, content.event(first))
         if first.finish_reason is None:
             yield from content.tag(deltas)
     finally:
@@ -234,8 +236,9 @@ async def _replayed_sse(completion: dict[str, Any], include_usage: bool) -> Asyn
               "include_usage_field": include_usage}
     choice = completion["choices"][0]
     yield _event(chunk_dict(delta={"role": "assistant", "content": "", "refusal": None}, **common))
-    if choice["message"]["content"]:
-        yield _event(chunk_dict(delta={"content": choice["message"]["content"]}, **common))
+    logprobs = parse_logprobs(choice.get("logprobs"))
+    if choice["message"]["content"] or logprobs:
+        yield _event(chunk_dict(delta={"content": choice["message"]["content"]}, logprobs=logprobs, **common))
     yield _event(chunk_dict(delta={}, finish_reason=choice["finish_reason"], **common))
     if include_usage:
         usage = completion["usage"]
@@ -293,11 +296,19 @@ class _ContentEvents:
     _PLACEHOLDER = "\ue000clawdbot-content\ue000"
 
     def __init__(self, common: dict[str, Any]) -> None:
+        self.common = common
         template = _event(chunk_dict(delta={"content": self._PLACEHOLDER}, **common))
         self.head, self.tail = template.split(json.dumps(self._PLACEHOLDER, ensure_ascii=False).encode())
 
     def __call__(self, text: str) -> bytes:
         return self.head + json.dumps(text, ensure_ascii=False).encode() + self.tail
+
+    def event(self, delta: StreamDelta) -> bytes | None:
+        """The content event of ``delta`` (``None`` without text or log probabilities); log probabilities, where
+        asked for, go in the chunk whose text their tokens made, as OpenAI sends them."""
+        if delta.logprobs:
+            return _event(chunk_dict(delta={"content": delta.text}, logprobs=delta.logprobs, **self.common))
+        return self(delta.text) if delta.text else None
 
     def tag(self, deltas: Iterator[StreamDelta]) -> Iterator[tuple[StreamDelta, bytes | None]]:
         """Each delta with its content event (``None`` without text), made where ``deltas`` is iterated: on the
@@ -305,7 +316,7 @@ class _ContentEvents:
         runs on that thread too)."""
         try:
             for delta in deltas:
-                yield delta, self(delta.text) if delta.text else None
+                yield delta, self.event(delta)
         finally:
             close = getattr(deltas, "close", None)
             if close is not None:
@@ -349,6 +360,7 @@ async def _sse(turn: PreparedTurn, head: list[Any], batches: AsyncIterator[list[
     # The role chunk goes out with the first text (taken with the turn): one write, one wake-up of the client.
     role = _event(chunk_dict(delta={"role": "assistant", "content": "", "refusal": None}, **common))
     pieces: list[str] = []
+    logged: list[TokenLogprob] | None = [] if turn.params.logprobs is not None else None
     finished: StreamDelta | None = None
     try:
         async for items in _after(head, batches):
@@ -357,6 +369,8 @@ async def _sse(turn: PreparedTurn, head: list[Any], batches: AsyncIterator[list[
             role = b""
             for delta, event in batch:
                 pieces.append(delta.text)
+                if logged is not None and delta.logprobs:
+                    logged.extend(delta.logprobs)
                 if event is not None:
                     events.append(event)
                 if delta.finish_reason is None:
@@ -387,7 +401,8 @@ async def _sse(turn: PreparedTurn, head: list[Any], batches: AsyncIterator[list[
                 await run_in_threadpool(claim.succeed, completion_dict(
                     completion_id=turn.turn_id, created=turn.created, model=turn.model, text="".join(pieces),
                     finish_reason=finished.finish_reason or "stop", prompt_tokens=finished.prompt_tokens,
-                    completion_tokens=finished.completion_tokens, cached_tokens=finished.cached_tokens), headers)
+                    completion_tokens=finished.completion_tokens, cached_tokens=finished.cached_tokens,
+                    logprobs=logged), headers)
             else:
                 await run_in_threadpool(claim.release, RuntimeError("the stream did not finish"))
     if finished is None or claim is not None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.inference.base import InferenceBackend
 from clawdbot.inference.exceptions import ContextLengthExceededError
 from clawdbot.inference.onnx.model_folder import ModelFolder
+from clawdbot.inference.onnx.token_text import TokenTexts
 from clawdbot.inference.types import Completion, StreamDelta
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class OnnxBackend(InferenceBackend):
         self.prompts: TokenizerBundle = TokenizerBundle(self.folder)
         self.tokenizer: Tokenizer = self.prompts.tokenizer
         self.engine: DecoderEngine = DecoderEngine.from_folder(self.folder, options)
+        self._token_texts = TokenTexts(self.tokenizer)  # for log probabilities
         self.eos_token_ids = frozenset(self._eos_ids())
         self._model_id = model_id or self.folder.path.resolve().name
         self._context_length = self.folder.context_length
@@ -120,8 +122,8 @@ class OnnxBackend(InferenceBackend):
 
     def stream_ids(self, messages: Sequence[ChatMessage], params: GenerationParams) -> TokenIdStream | None:
         """The ids of the completion, with this model's detokenizer; ``None`` with stop strings, which are matched
-        on text as each token comes (:meth:`stream`)."""
-        if params.stop:
+        on text as each token comes, and with log probabilities, which travel with the text (:meth:`stream`)."""
+        if params.stop or params.logprobs is not None:
             return None
         from clawdbot.inference.onnx.detokenizer import IncrementalDetokenizer
         from clawdbot.inference.onnx.engine import RunReport
@@ -142,7 +144,7 @@ class OnnxBackend(InferenceBackend):
         uninterrupted (interleaving the tokenizer's work with ONNX Runtime's cost ~9 us per token here, 1.4 us
         apart: caches)."""
         stream = self.stream_ids(messages, params)
-        if stream is None:  # stop strings: matched on text as each token comes
+        if stream is None:  # stop strings (matched on text as each token comes), log probabilities
             return super().generate(messages, params)
         ids = list(stream)
         return Completion(text=stream.new_detokenizer().extend(ids), finish_reason=stream.finish_reason,
@@ -193,9 +195,20 @@ class OnnxBackend(InferenceBackend):
         eos = self.eos_token_ids
         finish: FinishReason = "length"
         produced = 0
+        content = 0  # tokens of the text (the end-of-sequence token is not)
         pending: list[int] = []  # grouped tokens not yet detokenized
         flushed = previous = float("-inf")
         report = RunReport()
+        # With log probabilities, each delta carries those of the tokens taken since the previous delta.
+        logged = 0 if params.logprobs is not None else None
+
+        def carrying(delta: StreamDelta) -> StreamDelta:
+            nonlocal logged
+            if logged is None:
+                return delta
+            records, logged = sampler.records[logged:content], content
+            return replace(delta, logprobs=self._token_texts.logprobs(records))
+
         tokens = self.engine.generate(prepared.prompt_ids, max_new_tokens=prepared.max_new_tokens,
                                       sampler=sampler, report=report)
         try:
@@ -204,6 +217,7 @@ class OnnxBackend(InferenceBackend):
                 if token in eos:
                     finish = "stop"
                     break
+                content += 1
                 if grouped:
                     pending.append(token)
                     now = time.perf_counter()
@@ -211,22 +225,24 @@ class OnnxBackend(InferenceBackend):
                     previous = now
                     if not hold:
                         flushed = now
-                        yield from _deltas(detokenizer, pending)
+                        for delta in _deltas(detokenizer, pending):
+                            yield carrying(delta)
                     continue
                 piece = detokenizer.step(token)
                 if piece:
                     text = stopper.feed(piece)
                     if text:
-                        yield StreamDelta(text=text)
+                        yield carrying(StreamDelta(text=text))
                     if stopper.stopped:
                         finish = "stop"
                         break
         finally:
             tokens.close()
-        yield from _deltas(detokenizer, pending)
+        for delta in _deltas(detokenizer, pending):
+            yield carrying(delta)
         tail = "" if stopper.stopped else stopper.flush()
-        yield StreamDelta(text=tail, finish_reason=finish, prompt_tokens=len(prepared.prompt_ids),
-                          completion_tokens=produced, cached_tokens=report.cached_tokens)
+        yield carrying(StreamDelta(text=tail, finish_reason=finish, prompt_tokens=len(prepared.prompt_ids),
+                                   completion_tokens=produced, cached_tokens=report.cached_tokens))
 
     def close(self) -> None:
         """Drop the session; the backend is unusable afterwards."""

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from clawdbot.inference.types import GenerationParams
 
+#: OpenAI's bound of ``top_logprobs``.
+MAX_TOP_LOGPROBS = 20
 #: Candidates sorted first when looking for the top-p nucleus (see ``Sampler.__call__``).
 _PARTIAL_SORT = 64
 #: Tokens per block when drawing from the whole vocabulary (see :func:`draw`).
@@ -33,12 +35,12 @@ _BLOCK = 64
 class Sampler:
     """Picks token ids from logits; not shared between requests."""
 
-    __slots__ = ("_bias", "_frequency", "_offsets", "_presence", "_rng", "_seen", "adjusts", "greedy", "temperature",
-                 "top_p")
+    __slots__ = ("_bias", "_frequency", "_offsets", "_presence", "_record", "_rng", "_seen", "adjusts", "greedy",
+                 "records", "temperature", "top_p")
 
     def __init__(self, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, *,
                  presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                 logit_bias: Iterable[tuple[int, float]] = ()) -> None:
+                 logit_bias: Iterable[tuple[int, float]] = (), logprobs: int | None = None) -> None:
         import numpy as np
 
         if not temperature >= 0:  # also rejects NaN
@@ -57,10 +59,18 @@ class Sampler:
             if token < 0 or not -100 <= bias <= 100:
                 raise InvalidRequestError(f"logit_bias: token {token} with bias {bias} is out of range",
                                           param="logit_bias")
+        if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequestError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {logprobs}",
+                                      param="top_logprobs")
+        self._record = logprobs
+        #: With ``logprobs``: ``(token, log probability, ((alternative, log probability), ...))`` per pick, the
+        #: alternatives the ``logprobs`` likeliest tokens, most likely first; from the model's own logits (before
+        #: temperature, penalties and biases), as OpenAI and vLLM report them.
+        self.records: list[tuple[int, float, tuple[tuple[int, float], ...]]] = []
         #: Whether logits are adjusted before the pick (penalties or biases).
         self.adjusts = bool(self._presence or self._frequency or self._bias)
         #: A pure argmax: what the engine may do itself on the logits row (``DecoderRun.decode``).
-        self.greedy = self.temperature == 0 and not self.adjusts
+        self.greedy = self.temperature == 0 and not self.adjusts and logprobs is None
         self._offsets: np.ndarray | None = None  # made at the first pick, when the vocabulary's size is known
         self._seen: set[int] = set()
         self._rng = np.random.default_rng(seed)
@@ -69,7 +79,7 @@ class Sampler:
     def for_params(cls, params: GenerationParams) -> Sampler:
         """The sampler a request's :class:`~clawdbot.inference.types.GenerationParams` ask for."""
         return cls(params.temperature, params.top_p, params.seed, presence_penalty=params.presence_penalty,
-                   frequency_penalty=params.frequency_penalty, logit_bias=params.logit_bias)
+                   frequency_penalty=params.frequency_penalty, logit_bias=params.logit_bias, logprobs=params.logprobs)
 
     def __call__(self, logits: np.ndarray) -> int:
         """The next token for a 1-D logits row (any float dtype)."""
@@ -77,12 +87,32 @@ class Sampler:
             return int(logits.argmax())
         import numpy as np
 
-        if not self.adjusts:
-            return self._sample(logits.astype(np.float32))
-        adjusted = logits.astype(np.float32) + self._offset_row(len(logits))
-        token = int(adjusted.argmax()) if self.temperature == 0 else self._sample(adjusted)
-        self._picked(token)
+        if self.adjusts:
+            adjusted = logits.astype(np.float32) + self._offset_row(len(logits))
+            token = int(adjusted.argmax()) if self.temperature == 0 else self._sample(adjusted)
+            self._picked(token)
+        elif self.temperature == 0:  # greedy, recording log probabilities
+            token = int(logits.argmax())
+        else:
+            token = self._sample(logits.astype(np.float32))
+        if self._record is not None:
+            self._log(logits, token)
         return token
+
+    def _log(self, logits: np.ndarray, token: int) -> None:
+        """Record ``token``'s log probability, and the likeliest tokens', under the softmax of ``logits``."""
+        import numpy as np
+
+        row = logits.astype(np.float64)
+        peak = row.max()
+        row -= peak + np.log(np.exp(row - peak).sum())
+        top: tuple[tuple[int, float], ...] = ()
+        if self._record:
+            best = np.argpartition(row, -self._record)[-self._record:] if self._record < len(row) else np.arange(
+                len(row))
+            best = best[np.argsort(-row[best], kind="stable")]
+            top = tuple((int(i), float(row[i])) for i in best)
+        self.records.append((token, float(row[token]), top))
 
     def _offset_row(self, vocab: int) -> np.ndarray:
         offsets = self._offsets
