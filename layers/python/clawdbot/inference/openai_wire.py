@@ -84,8 +84,7 @@ def parse_chat_request(body: object) -> ChatRequest:
         raise InvalidRequestError("stream must be a boolean.", param="stream")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
-        raise InvalidRequestError("stream_options must be an object.", param="stream_options",
-                                      code="invalid_value")
+        raise InvalidRequestError("stream_options must be an object.", param="stream_options", code="invalid_value")
     model = body.get("model")
     return ChatRequest(
         messages=messages,
@@ -140,7 +139,7 @@ def check_supported(body: Mapping[str, Any]) -> None:
     """Refuse what a text-only model without tools cannot honour, as OpenAI refuses what a model does not support
     (400, ``unsupported_parameter`` or ``unsupported_value``): ignored, each would hand the client an answer it
     did not ask for and cannot tell apart from one it did (prose for a JSON schema, no tool call where one is
-    required, no log probabilities). Absent, null, false and the defaults (``response_format`` of type ``text``,
+    required, text for audio). Absent, null, false and the defaults (``response_format`` of type ``text``,
     ``tool_choice``/``function_call`` of ``none``, text ``modalities``) are accepted. Tools offered with
     ``tool_choice: none`` are accepted too: the model is not to call them, and it does not.
     """

@@ -311,7 +311,7 @@ class _ContentEvents:
         return self(delta.text) if delta.text else None
 
     def tag(self, deltas: Iterator[StreamDelta]) -> Iterator[tuple[StreamDelta, bytes | None]]:
-        """Each delta with its content event (``None`` without text), made where ``deltas`` is iterated: on the
+        """Each delta with its content event (:meth:`event`), made where ``deltas`` is iterated: on the
         decoding thread, so the event loop only writes bytes. Closing it closes ``deltas`` (the turn's clean-up
         runs on that thread too)."""
         try:
