@@ -13,6 +13,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.inference.exceptions import ContextLengthExceededError, UpstreamError, UpstreamThrottledError
+from clawdbot.inference.logprobs import TokenLogprob, TopLogprob
 from clawdbot.inference.openai_wire import (
     SSE_DONE,
     SSEDecoder,
@@ -27,7 +28,7 @@ from clawdbot.inference.openai_wire import (
     sse_event,
     usage_body,
 )
-from clawdbot.inference.types import ChatMessage, Completion, GenerationParams, TokenLogprob, TopLogprob
+from clawdbot.inference.types import ChatMessage, Completion, GenerationParams
 from tests.sagemaker.router import encode_event_message, payload_part, stream_exception
 
 IDS = {"completion_id": "chatcmpl-1", "model": "m", "created": 1}

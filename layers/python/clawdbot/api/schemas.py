@@ -29,7 +29,7 @@ from clawdbot.inference.openai_wire import usage_body as usage_dict  # one usage
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from clawdbot.inference.types import TokenLogprob
+    from clawdbot.inference.logprobs import TokenLogprob
 
 #: Roles the API accepts. ``developer`` is OpenAI's newer name for ``system``.
 Role = Literal["system", "developer", "user", "assistant"]

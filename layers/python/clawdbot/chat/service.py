@@ -18,7 +18,7 @@ from clawdbot.chat.history import START_FACT, fit_history
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.inference.exceptions import ContextLengthExceededError
 from clawdbot.inference.model_session import NEW_SESSION
-from clawdbot.inference.types import ChatMessage, GenerationParams, StreamDelta, TokenLogprob
+from clawdbot.inference.types import ChatMessage, GenerationParams, StreamDelta
 from clawdbot.sessions.context import fit_context
 from clawdbot.sessions.types import NewEntry
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from clawdbot.config.settings import Settings
     from clawdbot.inference.base import InferenceBackend
+    from clawdbot.inference.logprobs import TokenLogprob
     from clawdbot.inference.token_ids import Detokenizer, TokenIdStream
     from clawdbot.sessions.base import SessionStore
     from clawdbot.sessions.types import SessionMeta

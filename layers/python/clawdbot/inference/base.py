@@ -15,8 +15,9 @@ from clawdbot.inference.types import Completion, StreamDelta
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from clawdbot.inference.logprobs import TokenLogprob
     from clawdbot.inference.token_ids import TokenIdStream
-    from clawdbot.inference.types import ChatMessage, GenerationParams, TokenLogprob
+    from clawdbot.inference.types import ChatMessage, GenerationParams
 
 
 class InferenceBackend(ABC):

@@ -22,11 +22,12 @@ from clawdbot.inference.exceptions import (
     UpstreamThrottledError,
     UpstreamTimeoutError,
 )
-from clawdbot.inference.types import ChatMessage, Completion, GenerationParams, TokenLogprob, TopLogprob
+from clawdbot.inference.types import ChatMessage, Completion, GenerationParams
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
+    from clawdbot.inference.logprobs import TokenLogprob
     from clawdbot.inference.types import FinishReason
 
 #: The terminating server-sent event of an OpenAI stream.
@@ -378,6 +379,8 @@ def parse_logprobs(body: Any) -> tuple[TokenLogprob, ...] | None:
     """The inverse of :func:`logprobs_body` (``None`` for ``null``)."""
     if body is None:
         return None
+    from clawdbot.inference.logprobs import TokenLogprob, TopLogprob
+
     return tuple(
         TokenLogprob(str(item["token"]), float(item["logprob"]), tuple(int(b) for b in item.get("bytes") or ()),
                      tuple(TopLogprob(str(top["token"]), float(top["logprob"]),

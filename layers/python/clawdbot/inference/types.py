@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from clawdbot.inference.logprobs import TokenLogprob
 
 FinishReason = Literal["stop", "length"]
 
@@ -37,27 +40,6 @@ class GenerationParams:
     #: ``"NEW_SESSION"`` (or an expired one): a conversation that has none yet, for which such a backend opens one;
     #: ``None``: a turn nothing will follow (stateless), which needs none.
     model_session: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TopLogprob:
-    """A token and its log probability at one position (OpenAI's ``top_logprobs`` item)."""
-
-    token: str
-    logprob: float
-    #: The token's bytes (UTF-8 of its text, except where a token holds part of a character).
-    bytes: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TokenLogprob:
-    """A completion token with its log probability under the model, before temperature, penalties and biases,
-    and the likeliest tokens at its position (OpenAI's ``logprobs.content`` item)."""
-
-    token: str
-    logprob: float
-    bytes: tuple[int, ...]
-    top_logprobs: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
     from clawdbot.api.idempotency import Claim
     from clawdbot.chat.service import ChatService, PreparedTurn
+    from clawdbot.inference.logprobs import TokenLogprob
     from clawdbot.inference.token_ids import Detokenizer
-    from clawdbot.inference.types import TokenLogprob
 
 #: The event that ends an OpenAI stream.
 _DONE = b"data: [DONE]\n\n"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from clawdbot.inference.types import TokenLogprob, TopLogprob
+from clawdbot.inference.logprobs import TokenLogprob, TopLogprob
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
