@@ -89,6 +89,18 @@ def test_penalties_and_biases_reach_the_container(backend: SageMakerBackend, rou
 
 
 @pytest.mark.parametrize("stream", [False, True])
+def test_a_bias_outside_the_vocabulary_is_the_clients_error(backend: SageMakerBackend, stream: bool) -> None:
+    # The Lambda does not know the model's vocabulary: the container refuses, and its 400 reaches the client as one.
+    params = GenerationParams(max_tokens=4, logit_bias=((10**9, 1.0),))
+    with pytest.raises(InvalidRequestError) as caught:
+        if stream:
+            collect(backend, params=params)
+        else:
+            backend.generate(MESSAGES, params)
+    assert caught.value.param == "logit_bias" and "vocabulary" in caught.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True])
 def test_log_probabilities_come_back_from_the_container(backend: SageMakerBackend, router: SageMakerRouter,
                                                         model_dir: Path, stream: bool) -> None:
     from clawdbot.inference.onnx import OnnxBackend
