@@ -186,3 +186,29 @@ def test_a_replayed_answer_has_its_log_probabilities(http: httpx.Client, model_i
     again, replayed_again = tokens()  # sampled at temperature 1: a second run would differ
     assert first and again == first
     assert (replayed_first, replayed_again) == (None, "true")
+
+
+def test_n_choices_are_samples_of_one_prompt(client: openai.OpenAI, model_id: str, backend: OnnxBackend) -> None:
+    reply = client.chat.completions.create(model=model_id, messages=MESSAGES, n=3, max_tokens=10, temperature=1.0,
+                                           seed=21, logprobs=True)
+    assert [choice.index for choice in reply.choices] == [0, 1, 2]
+    # THEN choice i is the engine's sample with seed 21 + i: reproducible, and not three copies of one answer
+    local = [backend.generate([ChatMessage("user", MESSAGES[0]["content"])],
+                              GenerationParams(max_tokens=10, temperature=1.0, seed=21 + index, logprobs=0))
+             for index in range(3)]
+    assert [choice.message.content for choice in reply.choices] == [c.text for c in local]
+    assert len({c.text for c in local}) > 1
+    assert [len(choice.logprobs.content or []) for choice in reply.choices if choice.logprobs] == \
+        [len(c.logprobs or ()) for c in local]
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == local[0].prompt_tokens  # the prompt counted once, as OpenAI counts it
+    assert reply.usage.completion_tokens == sum(c.completion_tokens for c in local)
+
+
+@pytest.mark.parametrize("extra", [{"stream": True}, {"user": "someone"}, {"extra_headers": {"x-session-id": "s1"}}])
+def test_n_choices_need_a_stateless_unstreamed_request(client: openai.OpenAI, model_id: str,
+                                                       extra: dict[str, Any]) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=model_id, messages=MESSAGES, n=2, max_tokens=4, **extra)
+    error = caught.value.body
+    assert isinstance(error, dict) and (error["param"], error["code"]) == ("n", "unsupported_value")

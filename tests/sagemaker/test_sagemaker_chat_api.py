@@ -105,3 +105,16 @@ def test_a_turn_forced_onto_another_arm_opens_its_own_model_session(router: Sage
             for r in router.requests]
     assert sent[0] == ("variant-a", "NEW_SESSION") and sent[2] == ("variant-b", "NEW_SESSION")
     assert sent[1][0] == "variant-a" and sent[1][1] not in (None, "NEW_SESSION")
+
+
+def test_n_choices_are_one_endpoint_call_each(router: SageMakerRouter, bundle_dir: Path, tmp_path: Path) -> None:
+    with TestClient(create_app(lambda_settings(bundle_dir, tmp_path))) as client:
+        answer = client.post("/v1/chat/completions", json={
+            "model": bundle_dir.name, "max_tokens": 5, "temperature": 1.0, "seed": 11, "n": 3,
+            "messages": [{"role": "user", "content": "Tell me something."}]})
+    assert answer.status_code == 200, answer.text
+    choices = answer.json()["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    # THEN each choice was its own call to the stateless container, with the seed moved on by its index
+    assert [(r.operation, r.body.get("seed"), r.body.get("n")) for r in router.requests] == [
+        ("invocations", 11, None), ("invocations", 12, None), ("invocations", 13, None)]

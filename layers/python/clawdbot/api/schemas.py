@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
     from clawdbot.inference.logprobs import TokenLogprob
 
+#: The most choices (``n``) one request may ask for: each is a generation of its own, run one after another.
+MAX_CHOICES = 8
 #: Roles the API accepts. ``developer`` is OpenAI's newer name for ``system``.
 Role = Literal["system", "developer", "user", "assistant"]
 
@@ -86,7 +88,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, min_length=1, max_length=256)
-    n: int | None = Field(default=None, ge=1, le=1)
+    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
     presence_penalty: float | None = Field(default=None, ge=-PENALTY_BOUND, le=PENALTY_BOUND)
     frequency_penalty: float | None = Field(default=None, ge=-PENALTY_BOUND, le=PENALTY_BOUND)
     #: Token id (a decimal string, in the model's vocabulary) -> bias added to its logit.
@@ -122,6 +124,10 @@ class ChatCompletionRequest(BaseModel):
             check_supported(self.__dict__)
         if self.logit_bias:
             parse_logit_bias(self.logit_bias)  # its keys: token ids
+        if self.n is not None and self.n > 1 and self.stream:
+            raise InvalidRequestError("Unsupported value: 'n' greater than 1 is not supported with streaming. Ask "
+                                      "for the choices without 'stream', or stream them one request each.",
+                                      param="n", code="unsupported_value")
         if self.top_logprobs is not None and not self.logprobs:
             raise InvalidRequestError("top_logprobs requires logprobs to be true.", param="top_logprobs",
                                       code="invalid_value")
@@ -173,6 +179,24 @@ def completion_dict(*, completion_id: str, created: int, model: str, text: str, 
         }],
         "usage": usage_dict(prompt_tokens, completion_tokens, cached_tokens),
     }
+
+
+def add_choices(payload: dict[str, Any], choices: Sequence[tuple[str, str, int, Sequence[TokenLogprob] | None]]
+                ) -> dict[str, Any]:
+    """``payload`` (a :func:`completion_dict`) with more choices after its first, each ``(text, finish_reason,
+    completion_tokens, logprobs)``: indexed in order, their tokens added to the usage (the prompt counted once, as
+    OpenAI counts it for ``n``)."""
+    usage = payload["usage"]
+    for text, finish_reason, completion_tokens, logprobs in choices:
+        payload["choices"].append({
+            "index": len(payload["choices"]),
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": logprobs_body(logprobs),
+            "finish_reason": finish_reason,
+        })
+        usage["completion_tokens"] += completion_tokens
+        usage["total_tokens"] += completion_tokens
+    return payload
 
 
 def chunk_dict(*, completion_id: str, created: int, model: str, delta: dict[str, Any],

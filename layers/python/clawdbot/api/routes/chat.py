@@ -9,6 +9,8 @@ not a 200 with the error inside the stream. With an ``Idempotency-Key`` header a
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
@@ -19,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from clawdbot.api.dependencies import Resources, caller_id, get_resources
 from clawdbot.api.json_body import read_model
-from clawdbot.api.schemas import ChatCompletionRequest, chunk_dict, completion_dict, usage_dict
+from clawdbot.api.schemas import ChatCompletionRequest, add_choices, chunk_dict, completion_dict, usage_dict
 from clawdbot.api.streaming import TOKEN_COALESCE_S, iterate_batches_in_thread
 from clawdbot.chat.service import TurnRequest, user_session_id
 from clawdbot.exceptions import ClawdbotError, InvalidRequestError, NotFoundError
@@ -103,6 +105,11 @@ async def chat_completions(
         raise InvalidRequestError(
             f"Too many messages: at most {res.settings.max_messages} per request.", param="messages",
             code="too_many_messages")
+    choices = body.n or 1
+    if choices > 1 and (x_session_id is not None or body.user is not None):
+        raise InvalidRequestError(
+            "Unsupported value: 'n' greater than 1 is only supported for stateless requests (no x-session-id header, "
+            "no 'user'): a stored conversation continues with one reply.", param="n", code="unsupported_value")
     owner = caller_id(request)
     claim: Claim | None = None
     if idempotency_key is not None:
@@ -131,7 +138,7 @@ async def chat_completions(
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
     # One thread hop for the whole blocking turn (store reads, model, append), not one per step.
     try:
-        payload, headers = await run_in_threadpool(_complete, res.chat, turn_request, claim)
+        payload, headers = await run_in_threadpool(_complete, res.chat, turn_request, claim, choices)
     finally:
         if release is not None:
             release()
@@ -163,9 +170,14 @@ def _claim(request: Request, res: Resources, body: ChatCompletionRequest, owner:
     return request_idempotency(res, request.app.state).claim(owner, key, fields, known_session)
 
 
-def _complete(chat: ChatService, request: TurnRequest, claim: Claim | None) -> tuple[dict[str, Any], dict[str, str]]:
+def _complete(chat: ChatService, request: TurnRequest, claim: Claim | None,
+              choices: int = 1) -> tuple[dict[str, Any], dict[str, str]]:
+    """The whole turn on this worker thread; with ``choices`` > 1 (``n``, a stateless turn), one generation per
+    choice, one after another, each as its own turn for the metrics and the limiter (``_another_choice``)."""
     try:
-        result = chat.complete(chat.prepare(request))
+        prepared = chat.prepare(request)
+        result = chat.complete(prepared)
+        others = [chat.complete(_another_choice(prepared, index)) for index in range(1, choices)]
     except BaseException as exc:
         if claim is not None:
             claim.release(exc)
@@ -176,9 +188,19 @@ def _complete(chat: ChatService, request: TurnRequest, claim: Claim | None) -> t
         completion_id=turn.turn_id, created=turn.created, model=turn.model, text=result.text,
         finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens, logprobs=result.logprobs)
+    if others:
+        add_choices(payload, [(r.text, r.finish_reason, r.completion_tokens, r.logprobs) for r in others])
     if claim is not None:
         claim.succeed(payload, headers)
     return payload, headers
+
+
+def _another_choice(turn: PreparedTurn, index: int) -> PreparedTurn:
+    """Choice ``index`` of a turn that asked for several: the same prompt and parameters, sampled again. With a
+    ``seed``, choice ``i`` samples with ``seed + i``, so the whole answer is reproducible and its choices differ."""
+    seed = turn.params.seed
+    return replace(turn, params=replace(turn.params, seed=None if seed is None else seed + index),
+                   started=time.perf_counter())
 
 
 def _produce(chat: ChatService, request: TurnRequest, claim: Claim | None, include_usage: bool) -> Iterator[Any]:
