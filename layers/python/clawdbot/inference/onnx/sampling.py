@@ -65,7 +65,7 @@ class Sampler:
         self._record = logprobs
         #: With ``logprobs``: ``(token, log probability, ((alternative, log probability), ...))`` per pick, the
         #: alternatives the ``logprobs`` likeliest tokens, most likely first; from the model's own logits (before
-        #: temperature, penalties and biases), as OpenAI and vLLM report them.
+        #: temperature, penalties and biases), as vLLM reports them by default.
         self.records: list[tuple[int, float, tuple[tuple[int, float], ...]]] = []
         #: Whether logits are adjusted before the pick (penalties or biases).
         self.adjusts = bool(self._presence or self._frequency or self._bias)
