@@ -212,3 +212,25 @@ def test_n_choices_need_a_stateless_unstreamed_request(client: openai.OpenAI, mo
         client.chat.completions.create(model=model_id, messages=MESSAGES, n=2, max_tokens=4, **extra)
     error = caught.value.body
     assert isinstance(error, dict) and (error["param"], error["code"]) == ("n", "unsupported_value")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("stop", [" of the", "time", "lot of"])
+def test_log_probabilities_end_with_the_text_a_stop_string_cuts(client: openai.OpenAI, model_id: str,
+                                                                stream: bool, stop: str) -> None:
+    # GIVEN a greedy reply ("I'm a lot of the time ...") cut by a stop string
+    params: dict[str, Any] = {"max_tokens": 24, "temperature": 0, "stop": [stop], "logprobs": True}
+    if stream:
+        chunks = list(client.chat.completions.create(model=model_id, messages=REPEATING, stream=True, **params))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        tokens = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []]
+    else:
+        reply = client.chat.completions.create(model=model_id, messages=REPEATING, **params)
+        text = reply.choices[0].message.content or ""
+        assert reply.choices[0].logprobs is not None
+        tokens = reply.choices[0].logprobs.content or []
+    assert stop not in text and tokens
+    # THEN the tokens reported are those that begin inside the reply: none lies wholly in the stop string
+    joined = b"".join(bytes(t.bytes or ()) for t in tokens)
+    last_start = len(joined) - len(bytes(tokens[-1].bytes or ()))
+    assert joined.startswith(text.encode()) and last_start < len(text.encode())

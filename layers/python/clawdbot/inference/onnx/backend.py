@@ -201,12 +201,17 @@ class OnnxBackend(InferenceBackend):
         report = RunReport()
         # With log probabilities, each delta carries those of the tokens taken since the previous delta.
         logged = 0 if params.logprobs is not None else None
+        sent = 0  # bytes of the text yielded so far (with log probabilities)
 
         def carrying(delta: StreamDelta) -> StreamDelta:
-            nonlocal logged
+            nonlocal logged, sent
             if logged is None:
                 return delta
-            records, logged = sampler.records[logged:content], content
+            sent += len(delta.text.encode())
+            upto = content
+            if stopper.stopped:  # the tokens wholly inside the stop string made no text of the reply
+                upto = self._tokens_starting_before(sampler.records, logged, content, sent)
+            records, logged = sampler.records[logged:upto], content
             return replace(delta, logprobs=self._token_texts.logprobs(records))
 
         tokens = self.engine.generate(prepared.prompt_ids, max_new_tokens=prepared.max_new_tokens,
@@ -243,6 +248,18 @@ class OnnxBackend(InferenceBackend):
         tail = "" if stopper.stopped else stopper.flush()
         yield carrying(StreamDelta(text=tail, finish_reason=finish, prompt_tokens=len(prepared.prompt_ids),
                                    completion_tokens=produced, cached_tokens=report.cached_tokens))
+
+    def _tokens_starting_before(self, records: list[tuple[int, float, tuple[tuple[int, float], ...]]], start: int,
+                                end: int, sent: int) -> int:
+        """The end of the tokens ``records[start:end]`` that begin within the first ``sent`` bytes of the reply
+        (a token that straddles the stop string's start is one of them): their bytes laid end to end, as the
+        reply's text is for a byte-level vocabulary."""
+        offset = sum(len(self._token_texts.of(record[0])[1]) for record in records[:start])
+        index = start
+        while index < end and offset < sent:
+            offset += len(self._token_texts.of(records[index][0])[1])
+            index += 1
+        return index
 
     def close(self) -> None:
         """Drop the session; the backend is unusable afterwards."""
