@@ -1,9 +1,12 @@
-"""``Sampler``: greedy, temperature and nucleus (top-p) sampling, seeded."""
+"""``Sampler``: greedy, temperature and nucleus (top-p) sampling, seeded; OpenAI's logit adjustments; log
+probabilities."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.inference.onnx import Sampler
@@ -165,3 +168,22 @@ def test_log_probabilities_are_the_models_own_and_their_alternatives_the_likelie
     with pytest.raises(InvalidRequestError) as info:
         Sampler(1.0, logprobs=21)
     assert info.value.param == "top_logprobs"
+
+
+@given(st.lists(st.floats(-5, 5), min_size=2, max_size=12), st.floats(-2, 2), st.floats(-2, 2),
+       st.dictionaries(st.integers(0, 11), st.floats(-100, 100), max_size=3))
+@settings(max_examples=200, deadline=None)
+def test_greedy_adjusted_picks_follow_openais_formula(row: list[float], presence: float, frequency: float,
+                                                      bias: dict[int, float]) -> None:
+    logits = np.array(row, dtype=np.float32)
+    bias = {token: value for token, value in bias.items() if token < len(row)}
+    sampler = Sampler(0.0, presence_penalty=presence, frequency_penalty=frequency, logit_bias=sorted(bias.items()))
+    counts = np.zeros(len(row))
+    for _ in range(8):
+        # OpenAI's definition, written out: mu[j] - c[j] * frequency - (c[j] > 0) * presence + bias[j]
+        reference = logits.astype(np.float64) - counts * frequency - (counts > 0) * presence
+        for token, value in bias.items():
+            reference[token] += value
+        got = sampler(logits)
+        assert reference[got] >= reference.max() - 1e-3  # the best token, up to float32 rounding between ties
+        counts[got] += 1
