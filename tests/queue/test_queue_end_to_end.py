@@ -120,6 +120,26 @@ def test_a_posted_turn_is_queued_run_by_the_worker_and_read_back(deployment: Dep
     assert "retry-after" not in deployment.api.get(f"/v1/sessions/{session_id}/turns/{turn_id}").headers
 
 
+def test_a_queued_turn_is_generated_as_its_request_asks(deployment: Deployment) -> None:
+    # GIVEN the same message queued in two sessions, sampled at temperature 1 with one seed and at most 3 tokens
+    sampling = {"max_tokens": 3, "temperature": 1.0, "seed": 5, "top_p": 0.9, "stop": ["\n\n"]}
+    sessions = [deployment.new_session(), deployment.new_session()]
+    turns = [deployment.post_turn(session_id, content="Tell me a story.", **sampling)["id"]
+             for session_id in sessions]
+    deployment.drain()
+    # THEN each message carried the sampling, and the worker honoured it: the same reply, within 3 tokens
+    bodies = [json.loads(r["body"]) for e in deployment.events for r in e["Records"]]
+    assert [{k: body[k] for k in sampling} for body in bodies] == [{**sampling, "stop": ["\n\n"]}] * 2
+    done = [deployment.get_turn(session_id, turn_id) for session_id, turn_id in zip(sessions, turns, strict=True)]
+    assert [d["status"] for d in done] == ["done", "done"]
+    assert done[0]["reply"] == done[1]["reply"] and done[0]["usage"]["completion_tokens"] <= 3
+    # and a turn that sets none of them sends none
+    plain = deployment.post_turn(sessions[0], content="And then?")["id"]
+    deployment.drain()
+    last = json.loads(deployment.events[-1]["Records"][0]["body"])
+    assert last["turn_id"] == plain and not set(sampling) & set(last)
+
+
 def test_a_sessions_turns_run_one_at_a_time_in_order(deployment: Deployment) -> None:
     first, second = deployment.new_session(), deployment.new_session()
     questions = ["One?", "Two?", "Three?"]
@@ -176,7 +196,9 @@ def test_a_turn_without_a_reply_target_publishes_nothing(deployment: Deployment)
     ("{session}/turns", {"content": ""}, 400, "empty_content"),
     ("{session}/turns", {"content": [{"type": "text", "text": ""}]}, 400, "empty_content"),
     ("{session}/turns", {"content": "hi", "turn_id": "no spaces allowed"}, 400, None),
-    ("{session}/turns", {"content": "hi", "temperature": 2}, 400, None),
+    ("{session}/turns", {"content": "hi", "top_k": 2}, 400, None),  # not a field of a queued turn
+    ("{session}/turns", {"content": "hi", "temperature": 2.5}, 400, "invalid_value"),
+    ("{session}/turns", {"content": "hi", "stop": ["a", "b", "c", "d", "e"]}, 400, "invalid_value"),
     ("{session}/turns", {}, 400, "missing_required_parameter"),
 ])
 def test_a_turn_that_cannot_be_queued_is_refused_and_nothing_is_sent(

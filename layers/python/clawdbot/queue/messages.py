@@ -8,7 +8,7 @@ Unknown fields are ignored, so a newer producer never poisons an older worker in
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,8 +26,20 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9._:@\-]{1,128}$"
 MAX_MESSAGE_BYTES = 256 * 1024
 
 
-class TurnMessage(BaseModel):
-    """One queued chat turn: ``content`` is the user's new message in session ``session_id``."""
+class TurnSampling(BaseModel):
+    """How a queued turn's reply is generated, as a chat completion asks for it (each optional: unset, the server's
+    default). Shared by the API's request and the message, so the two cannot disagree on a bound."""
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1, max_length=4)] | None = None
+
+
+class TurnMessage(TurnSampling):
+    """One queued chat turn: ``content`` is the user's new message in session ``session_id``; the sampling fields
+    (``TurnSampling``) travel only when set."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 

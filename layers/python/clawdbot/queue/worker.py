@@ -218,7 +218,9 @@ class TurnWorker:
                          message.session_id)
             return recorded
         request = TurnRequest(messages=[ChatMessage("user", message.content)], session_id=message.session_id,
-                              turn_id=message.turn_id, owner=message.owner)
+                              turn_id=message.turn_id, owner=message.owner, max_tokens=message.max_tokens,
+                              temperature=message.temperature, top_p=message.top_p, seed=message.seed,
+                              stop=message.stop or ())
         try:
             result = self.chat.complete(self.chat.prepare(request))
         except ClawdbotError as exc:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
@@ -23,7 +23,7 @@ from clawdbot.chat.service import new_turn_id
 from clawdbot.exceptions import InvalidRequestError
 from clawdbot.queue.enqueue import TurnQueue
 from clawdbot.queue.exceptions import QueueNotConfiguredError
-from clawdbot.queue.messages import TURN_ID_PATTERN, TurnMessage
+from clawdbot.queue.messages import TURN_ID_PATTERN, TurnMessage, TurnSampling
 from clawdbot.queue.outcomes import FINAL_STATUSES, PENDING, turn_dict
 from clawdbot.queue.replies import ReplyPublisher
 from clawdbot.sessions.exceptions import SessionNotFoundError
@@ -37,7 +37,10 @@ router = APIRouter(prefix="/v1/sessions")
 POLL_AFTER_SECONDS = 1
 
 
-class CreateTurnRequest(BaseModel):
+class CreateTurnRequest(TurnSampling):
+    """A queued turn: the user's message, and optionally how its reply is generated (``max_tokens``,
+    ``temperature``, ``top_p``, ``seed``, ``stop``, as in a chat completion)."""
+
     model_config = ConfigDict(extra="forbid")
     #: The user's message (a string, or OpenAI's list of text parts).
     content: str | Annotated[list[TextPart], Field(min_length=1)]
@@ -109,7 +112,8 @@ def create_turn(session_id: str, body: CreateTurnRequest, request: Request,
     if body.reply_topic_arn is not None:
         turns.replies.check(body.reply_topic_arn)
     message = TurnMessage(session_id=session_id, turn_id=body.turn_id or new_turn_id(), content=text, owner=owner,
-                          reply_topic_arn=body.reply_topic_arn, enqueued_at=int(time.time()))
+                          reply_topic_arn=body.reply_topic_arn, enqueued_at=int(time.time()),
+                          **body.model_dump(include=set(TurnSampling.model_fields)))
     turns.queue.send(message)
     location = f"/v1/sessions/{session_id}/turns/{message.turn_id}"
     payload = turn_dict(session_id, message.turn_id, {"status": PENDING, "enqueued_at": message.enqueued_at})
