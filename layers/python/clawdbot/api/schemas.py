@@ -88,14 +88,20 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, min_length=1, max_length=256)
-    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
-    presence_penalty: float | None = Field(default=None, ge=-PENALTY_BOUND, le=PENALTY_BOUND)
-    frequency_penalty: float | None = Field(default=None, ge=-PENALTY_BOUND, le=PENALTY_BOUND)
-    #: Token id (a decimal string, in the model's vocabulary) -> bias added to its logit.
+    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES, description=(
+        "Choices to sample from the prompt, one generation each; more than 1 needs a stateless request that is not "
+        "streamed."))
+    presence_penalty: float | None = Field(default=None, ge=-PENALTY_BOUND, le=PENALTY_BOUND, description=(
+        "Lowers the logit of every token already sampled in this completion, once."))
+    frequency_penalty: float | None = Field(default=None, ge=-PENALTY_BOUND, le=PENALTY_BOUND, description=(
+        "Lowers the logit of every token by this much per time it was sampled in this completion."))
     logit_bias: dict[str, Annotated[float, Field(ge=-LOGIT_BIAS_BOUND, le=LOGIT_BIAS_BOUND)]] | None = Field(
-        default=None, max_length=MAX_LOGIT_BIAS_ENTRIES)
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+        default=None, max_length=MAX_LOGIT_BIAS_ENTRIES, description=(
+            "Token id of the model's tokenizer (a decimal string) -> bias added to its logit."))
+    logprobs: bool | None = Field(default=None, description=(
+        "Return each reply token's log probability (the model's own, before temperature, penalties and biases)."))
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS, description=(
+        "With logprobs: the likeliest tokens to return at each position."))
     response_format: _Refused = None
     tools: _Refused = None
     tool_choice: _Refused = None
