@@ -167,12 +167,8 @@ def check_supported(body: Mapping[str, Any]) -> None:
             f"Unsupported value: 'modalities' does not support {json.dumps(modalities)} with this model. Only "
             "[\"text\"] is supported.", param="modalities", code="unsupported_value")
     if body.get("audio") is not None:
-        raise _unsupported_parameter("audio")
-
-
-def _unsupported_parameter(name: str) -> InvalidRequestError:
-    return InvalidRequestError(f"Unsupported parameter: '{name}' is not supported with this model.", param=name,
-                               code="unsupported_parameter")
+        raise InvalidRequestError("Unsupported parameter: 'audio' is not supported with this model.", param="audio",
+                                  code="unsupported_parameter")
 
 
 def parse_logprobs_request(body: Mapping[str, Any]) -> int | None:

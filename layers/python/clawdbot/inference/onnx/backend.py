@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from clawdbot.inference.onnx.detokenizer import IncrementalDetokenizer
     from clawdbot.inference.onnx.engine import DecoderEngine
     from clawdbot.inference.onnx.runtime import RuntimeOptions
+    from clawdbot.inference.onnx.sampling import LogprobRecord
     from clawdbot.inference.token_ids import TokenIdStream
     from clawdbot.inference.tokenizer_bundle import TokenizerBundle
     from clawdbot.inference.types import ChatMessage, FinishReason, GenerationParams
@@ -249,8 +250,7 @@ class OnnxBackend(InferenceBackend):
         yield carrying(StreamDelta(text=tail, finish_reason=finish, prompt_tokens=len(prepared.prompt_ids),
                                    completion_tokens=produced, cached_tokens=report.cached_tokens))
 
-    def _tokens_starting_before(self, records: list[tuple[int, float, tuple[tuple[int, float], ...]]], start: int,
-                                end: int, sent: int) -> int:
+    def _tokens_starting_before(self, records: list[LogprobRecord], start: int, end: int, sent: int) -> int:
         """The end of the tokens ``records[start:end]`` that begin within the first ``sent`` bytes of the reply
         (a token that straddles the stop string's start is one of them): their bytes laid end to end, as the
         reply's text is for a byte-level vocabulary."""

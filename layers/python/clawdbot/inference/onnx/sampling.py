@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from clawdbot.exceptions import InvalidRequestError
+from clawdbot.inference.openai_wire import LOGIT_BIAS_BOUND, MAX_TOP_LOGPROBS, PENALTY_BOUND
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
 
     from clawdbot.inference.types import GenerationParams
 
-#: OpenAI's bound of ``top_logprobs``.
-MAX_TOP_LOGPROBS = 20
+#: One recorded pick (``Sampler.records``): the token, its log probability, and the likeliest tokens with theirs.
+LogprobRecord = tuple[int, float, tuple[tuple[int, float], ...]]
 #: Candidates sorted first when looking for the top-p nucleus (see ``Sampler.__call__``).
 _PARTIAL_SORT = 64
 #: Tokens per block when drawing from the whole vocabulary (see :func:`draw`).
@@ -48,15 +49,16 @@ class Sampler:
         if not 0 < top_p <= 1:
             raise InvalidRequestError(f"top_p must be in (0, 1], got {top_p}", param="top_p")
         for name, value in (("presence_penalty", presence_penalty), ("frequency_penalty", frequency_penalty)):
-            if not -2 <= value <= 2:
-                raise InvalidRequestError(f"{name} must be between -2 and 2, got {value}", param=name)
+            if not -PENALTY_BOUND <= value <= PENALTY_BOUND:
+                raise InvalidRequestError(f"{name} must be between {-PENALTY_BOUND:g} and {PENALTY_BOUND:g}, got "
+                                          f"{value}", param=name)
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self._presence = float(presence_penalty)
         self._frequency = float(frequency_penalty)
         self._bias = tuple((int(token), float(bias)) for token, bias in logit_bias)
         for token, bias in self._bias:
-            if token < 0 or not -100 <= bias <= 100:
+            if token < 0 or not -LOGIT_BIAS_BOUND <= bias <= LOGIT_BIAS_BOUND:
                 raise InvalidRequestError(f"logit_bias: token {token} with bias {bias} is out of range",
                                           param="logit_bias")
         if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
@@ -66,7 +68,7 @@ class Sampler:
         #: With ``logprobs``: ``(token, log probability, ((alternative, log probability), ...))`` per pick, the
         #: alternatives the ``logprobs`` likeliest tokens, most likely first; from the model's own logits (before
         #: temperature, penalties and biases), as vLLM reports them by default.
-        self.records: list[tuple[int, float, tuple[tuple[int, float], ...]]] = []
+        self.records: list[LogprobRecord] = []
         #: Whether logits are adjusted before the pick (penalties or biases).
         self.adjusts = bool(self._presence or self._frequency or self._bias)
         #: A pure argmax: what the engine may do itself on the logits row (``DecoderRun.decode``).

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from tokenizers import Tokenizer
 
+    from clawdbot.inference.onnx.sampling import LogprobRecord
+
 
 @lru_cache(maxsize=1)
 def _byte_level_table() -> dict[str, int]:
@@ -65,7 +67,7 @@ class TokenTexts:
                 pass
         return self._tokenizer.decode([token_id], skip_special_tokens=False).encode()
 
-    def logprobs(self, records: Iterable[tuple[int, float, tuple[tuple[int, float], ...]]]) -> tuple[TokenLogprob, ...]:
+    def logprobs(self, records: Iterable[LogprobRecord]) -> tuple[TokenLogprob, ...]:
         """The sampler's records (``Sampler.records``) as OpenAI's ``logprobs.content`` items."""
         entries = []
         for token, logprob, top in records:
