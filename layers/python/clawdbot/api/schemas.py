@@ -134,9 +134,8 @@ class ChatCompletionRequest(BaseModel):
             raise InvalidRequestError("Unsupported value: 'n' greater than 1 is not supported with streaming. Ask "
                                       "for the choices without 'stream', or stream them one request each.",
                                       param="n", code="unsupported_value")
-        if self.top_logprobs is not None and not self.logprobs:
-            raise InvalidRequestError("top_logprobs requires logprobs to be true.", param="top_logprobs",
-                                      code="invalid_value")
+        if self.logprobs or self.top_logprobs is not None:
+            parse_logprobs_request(self.__dict__)  # top_logprobs needs logprobs
         return self
 
     @property
@@ -177,13 +176,18 @@ def completion_dict(*, completion_id: str, created: int, model: str, text: str, 
         "created": created,
         "model": model,
         "system_fingerprint": None,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": logprobs_body(logprobs),
-            "finish_reason": finish_reason,
-        }],
+        "choices": [_choice_dict(0, text, finish_reason, logprobs)],
         "usage": usage_dict(prompt_tokens, completion_tokens, cached_tokens),
+    }
+
+
+def _choice_dict(index: int, text: str, finish_reason: str,
+                 logprobs: Sequence[TokenLogprob] | None) -> dict[str, Any]:
+    return {
+        "index": index,
+        "message": {"role": "assistant", "content": text, "refusal": None},
+        "logprobs": logprobs_body(logprobs),
+        "finish_reason": finish_reason,
     }
 
 
@@ -194,12 +198,7 @@ def add_choices(payload: dict[str, Any], choices: Sequence[tuple[str, str, int, 
     OpenAI counts it for ``n``)."""
     usage = payload["usage"]
     for text, finish_reason, completion_tokens, logprobs in choices:
-        payload["choices"].append({
-            "index": len(payload["choices"]),
-            "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": logprobs_body(logprobs),
-            "finish_reason": finish_reason,
-        })
+        payload["choices"].append(_choice_dict(len(payload["choices"]), text, finish_reason, logprobs))
         usage["completion_tokens"] += completion_tokens
         usage["total_tokens"] += completion_tokens
     return payload
