@@ -21,6 +21,7 @@ BENCHMARKS: tuple[str, ...] = (
     "model_sessions",
     "history",
     "throughput",
+    "abandoned",
 )
 
 

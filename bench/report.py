@@ -113,6 +113,10 @@ ROWS: tuple[Row, ...] = (
     Row("clawdbot serve, shipped model: turns/s at 1 / 4 / 16 / 64 sessions", "throughput",
         "serve_c1_turns_per_s", "turns/s", noise="noise"),
     Row("Worker draining a local SQS FIFO queue", "throughput", "worker_turns_per_s", "turns/s", noise="noise"),
+    Row("A 400-token turn, server CPU: abandoned by its client after 50 ms / read to its end", "abandoned",
+        "abandoned_turn_server_cpu_ms", "ms"),
+    Row("A patient client's short turns, p50 / p99: alone / among 4 clients abandoning long turns", "abandoned",
+        "patient_alone_p50_ms", "ms", noise="noise"),
 )
 
 #: Figures printed together in one cell: the row's key first, then these.
@@ -135,6 +139,9 @@ COMPANIONS: dict[str, tuple[str, ...]] = {
     "instances2_unrouted_cached_prompt_share": ("instances4_unrouted_cached_prompt_share",),
     "instances2_container_cpu_unrouted_over_sessions": ("instances4_container_cpu_unrouted_over_sessions",),
     "serve_c1_turns_per_s": ("serve_c4_turns_per_s", "serve_c16_turns_per_s", "serve_c64_turns_per_s"),
+    "abandoned_turn_server_cpu_ms": ("completed_turn_server_cpu_ms",),
+    "patient_alone_p50_ms": ("patient_alone_p99_ms", "patient_with_abandoners_p50_ms",
+                             "patient_with_abandoners_p99_ms"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -118,6 +119,27 @@ def test_invocation_answers_an_openai_chat_completion(container: Container, bund
     # The Lambda's count (tokenizer bundle) is the count the model reports.
     messages = [ChatMessage(m["role"], m["content"]) for m in HELLO]
     assert completion.usage.prompt_tokens == TokenizerBundle(bundle_dir).count_prompt_tokens(messages)
+
+
+def test_a_caller_that_hangs_up_stops_the_model(container: Container, model_dir: Path) -> None:
+    # GIVEN a call that would generate until the context is full (its end-of-sequence tokens banned)
+    eos = json.loads((model_dir / "config.json").read_text())["eos_token_id"]
+    body = json.dumps({"messages": HELLO, "max_tokens": 400, "temperature": 1.0,
+                       "logit_bias": {str(token): -100 for token in (eos if isinstance(eos, list) else [eos])}})
+    host, port = container.url.removeprefix("http://").split(":")
+    logged = container.log().count("The client closed the connection")
+    # WHEN the caller (the chat API's SageMaker client, timing out) hangs up without reading the answer
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(f"POST /invocations HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+                     f"content-length: {len(body)}\r\n\r\n{body}".encode())
+    # THEN the container stops the model and logs it (a generation run to its end logs nothing)
+    deadline = time.monotonic() + 60
+    while container.log().count("The client closed the connection") == logged:
+        assert time.monotonic() < deadline, f"the container did not stop the generation:\n{container.log()}"
+        time.sleep(0.05)
+    # and answers the next call as usual
+    assert httpx.post(f"{container.url}/invocations", json={"messages": HELLO, "max_tokens": 3},
+                      timeout=60).status_code == 200
 
 
 def test_streamed_invocation_is_openai_server_sent_events(container: Container) -> None:

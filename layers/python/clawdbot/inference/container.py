@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -42,7 +43,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from clawdbot.exceptions import ClawdbotError, InvalidRequestError, ServiceUnavailableError
-from clawdbot.inference.exceptions import InferenceError
+from clawdbot.inference.cancellation import watching
+from clawdbot.inference.exceptions import GenerationCancelledError, InferenceError
 from clawdbot.inference.model_session import (
     DEFAULT_TTL_SECONDS,
     NEW_SESSION,
@@ -194,7 +196,13 @@ def create_app(loader: Callable[[], InferenceBackend], *, max_concurrency: int,
             return await _stream(backend, chat, completion_id, created, headers)
         loop = asyncio.get_running_loop()
         try:
-            completion = await loop.run_in_executor(executor, backend.generate, chat.messages, chat.params)
+            # A caller that hangs up (the chat API's read timeout) stops the model at its next token.
+            async with watching(request.receive):
+                completion = await loop.run_in_executor(executor, contextvars.copy_context().run, backend.generate,
+                                                        chat.messages, chat.params)
+        except GenerationCancelledError as exc:
+            logger.info("%s", exc.message)
+            return error_response(exc)
         except Exception as exc:
             return error_response(_internal(exc))
         return JSONResponse(

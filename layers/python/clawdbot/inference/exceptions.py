@@ -41,3 +41,14 @@ class UpstreamThrottledError(InferenceError):
     status_code = 429
     error_type = "rate_limit_error"
     code = "upstream_throttled"
+
+
+class GenerationCancelledError(InferenceError):
+    """The caller hung up before the answer was made, so the model stopped (``clawdbot.inference.cancellation``).
+
+    Nobody reads the response; its status, nginx's 499 "client closed request", is for the logs and the metrics
+    (``Requests`` and ``Errors`` by status), where a rise means clients give up waiting."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+    code = "client_closed_request"

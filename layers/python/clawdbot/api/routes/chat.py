@@ -25,6 +25,7 @@ from clawdbot.api.schemas import ChatCompletionRequest, add_choices, chunk_dict,
 from clawdbot.api.streaming import TOKEN_COALESCE_S, iterate_batches_in_thread
 from clawdbot.chat.service import TurnRequest, user_session_id
 from clawdbot.exceptions import ClawdbotError, InvalidRequestError, NotFoundError
+from clawdbot.inference.cancellation import watching
 from clawdbot.inference.openai_wire import cached_tokens_of, parse_logprobs
 from clawdbot.inference.types import ChatMessage, StreamDelta
 
@@ -136,9 +137,11 @@ async def chat_completions(
             _sse(turn, [first, *head[1:]], batches, include_usage, claim, headers, text_stage),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
-    # One thread hop for the whole blocking turn (store reads, model, append), not one per step.
+    # One thread hop for the whole blocking turn (store reads, model, append), not one per step. A client that hangs
+    # up meanwhile stops the model at its next token (clawdbot.inference.cancellation): a 499, the turn not recorded.
     try:
-        payload, headers = await run_in_threadpool(_complete, res.chat, turn_request, claim, choices)
+        async with watching(request.receive):
+            payload, headers = await run_in_threadpool(_complete, res.chat, turn_request, claim, choices)
     finally:
         if release is not None:
             release()

@@ -33,7 +33,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from clawdbot.inference.exceptions import InferenceError
+from clawdbot.inference.cancellation import caller_gone
+from clawdbot.inference.exceptions import GenerationCancelledError, InferenceError
 from clawdbot.inference.onnx.graph import GraphSpec
 
 if TYPE_CHECKING:
@@ -59,6 +60,22 @@ class RunReport:
 
     #: Prompt tokens taken from the prefix cache, not computed.
     cached_tokens: int = 0
+
+
+def _until_gone(tokens: Iterator[int], gone: threading.Event) -> Iterator[int]:
+    """``tokens``, each next step run only while ``gone`` is not set. Stopping closes ``tokens``, as a caller that
+    stops iterating does: the prefix cache keeps the run (its buffers are whole up to the last token)."""
+    try:
+        if gone.is_set():  # gone while it waited for a slot: not even the prefill
+            raise GenerationCancelledError("The client closed the connection before the turn began.")
+        for produced, token in enumerate(tokens, start=1):
+            yield token
+            if gone.is_set():
+                logger.debug("caller gone: generation stopped after %d tokens", produced)
+                raise GenerationCancelledError(
+                    f"The client closed the connection: the turn stopped after {produced} tokens.")
+    finally:
+        tokens.close()  # type: ignore[attr-defined]  # a generator
 
 
 class DecoderEngine:
@@ -117,13 +134,17 @@ class DecoderEngine:
         ``report`` is told how many prompt tokens came from the prefix cache.
 
         A generation holds one of :attr:`max_generations` slots from its first step until it ends or the caller
-        stops iterating; past that many, the next waits for a slot before its prefill."""
+        stops iterating; past that many, the next waits for a slot before its prefill. Inside a turn whose caller
+        is watched (``clawdbot.inference.cancellation``), a caller that has gone stops it before its next step
+        (:class:`GenerationCancelledError`)."""
         if not prompt_ids:
             raise InferenceError("cannot generate from an empty prompt")
         if max_new_tokens <= 0:
             return
         with self._slots:
-            yield from self._generate(prompt_ids, max_new_tokens, sampler, use_cache, report)
+            tokens = self._generate(prompt_ids, max_new_tokens, sampler, use_cache, report)
+            gone = caller_gone()
+            yield from tokens if gone is None else _until_gone(tokens, gone)
 
     def _generate(self, prompt_ids: Sequence[int], max_new_tokens: int, sampler: Callable[[np.ndarray], int],
                   use_cache: bool, report: RunReport | None) -> Iterator[int]:
