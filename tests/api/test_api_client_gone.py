@@ -91,3 +91,21 @@ def test_the_sdk_timing_out_stops_the_model(live_server: LiveServer, http: httpx
     answer = impatient.with_options(timeout=60).chat.completions.create(
         model=model_id, messages=[{"role": "user", "content": "Hi!"}], max_tokens=4)
     assert answer.choices[0].finish_reason in {"stop", "length"}
+
+
+def test_a_stream_abandoned_mid_way_is_counted_as_a_499(live_server: LiveServer, http: httpx.Client, model_id: str,
+                                                         endless: dict[str, object]) -> None:
+    # GIVEN a long streamed turn on a stored session, whose client reads its first text and hangs up
+    session_id = http.post("/v1/sessions", json={}).json()["id"]
+    before = gone_count(http)
+    client = openai.OpenAI(base_url=live_server.v1, api_key="unused-while-open", max_retries=0)
+    stream = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "A story?"}],
+                                            stream=True, extra_headers={"x-session-id": session_id},
+                                            **endless)  # type: ignore[arg-type]
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()
+    # THEN the request is counted as one its client closed (it began as a 200), and the turn stored nothing
+    wait_until_gone_counted(http, before)
+    assert http.get(f"/v1/sessions/{session_id}").json()["messages"]["data"] == []

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: nginx's status for a request whose client closed the connection before the response was whole.
+CLIENT_CLOSED_REQUEST = 499
 #: Route label of requests answered before routing (401, 429, 503 from traffic control) or matching no route.
 UNROUTED = "-"
 _SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)")
@@ -95,15 +97,31 @@ class RequestMetricsMiddleware:
                     session_id_var.set(value.decode("latin-1")[:128])
                     break
 
+        started_response = ended_response = False
+
         async def send_and_watch(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response, ended_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                ended_response = True
             await send(message)
 
+        failed = False
         try:
             await self.app(scope, receive, send_and_watch)
+        except Exception as exc:
+            from starlette.requests import ClientDisconnect
+
+            # The app raised: a 500, unless it was the client's disconnect surfacing (a write to a closed socket)
+            failed = not isinstance(exc, (OSError, ClientDisconnect))
+            raise
         finally:
+            if started_response and not ended_response and not failed:
+                # A response begun and never finished, the app not at fault: its client hung up (a stream
+                # abandoned). Counted as nginx logs it, so one status counts the abandoned turns of both kinds.
+                status = CLIENT_CLOSED_REQUEST
             route = scope.get("route")
             template = getattr(route, "path", None) or UNROUTED
             try:
