@@ -7,7 +7,6 @@ store in a temporary data directory: nothing here is a stand-in.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,13 @@ import httpx
 import pytest
 
 from clawdbot.config.settings import DEFAULT_MODEL_DIR
+from tests.fixtures.servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

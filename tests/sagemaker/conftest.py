@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from clawdbot.config.settings import REPO_ROOT, Settings
+from tests.fixtures.servers import free_port
 from tests.sagemaker.router import SageMakerRouter
 
 if TYPE_CHECKING:
@@ -34,10 +34,6 @@ ENDPOINT = "clawdbot-test-endpoint"
 START_TIMEOUT_S = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -9,7 +9,6 @@ against the same configuration.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from clawdbot.config.settings import DEFAULT_MODEL_DIR
+from tests.fixtures.servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -34,10 +34,6 @@ LIMITERS = ("memory", "redis", "dynamodb")
 TABLE = "clawdbot-traffic-test"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
