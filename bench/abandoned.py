@@ -43,11 +43,12 @@ LONG_PROMPT = "Tell me a long story about the sea."
 SHORT_PROMPT = "Hi! How are you today?"
 #: Turns measured one at a time, completed and abandoned.
 TURNS = 4
+#: The labels of the chat turns a server answered 499 (its client hung up) in ``clawdbot_requests_total``.
+GONE_LABELS = frozenset({("route", "/v1/chat/completions"), ("status", "499")})
 
 
-def _long_turn(max_tokens: int, eos_ids: list[int], seed: int) -> bytes:
-    body = {"model": MODEL, "max_tokens": max_tokens, "temperature": 1.0, "seed": seed,
-            "logit_bias": {str(token): -100 for token in eos_ids},
+def _long_turn(max_tokens: int, no_end: dict[str, int], seed: int) -> bytes:
+    body = {"model": MODEL, "max_tokens": max_tokens, "temperature": 1.0, "seed": seed, "logit_bias": no_end,
             "messages": [{"role": "user", "content": LONG_PROMPT}]}
     return json.dumps(body).encode()
 
@@ -84,13 +85,13 @@ def _gone_count(port: int) -> int:
     """Chat turns the server answered with a 499 so far (its Prometheus metrics)."""
     import urllib.request
 
+    from tests.fixtures.probes import metric_samples
+
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-               if line.startswith("clawdbot_requests_total{") and 'status="499"' in line
-               and 'route="/v1/chat/completions"' in line)
+    return int(metric_samples(text).get(("clawdbot_requests_total", GONE_LABELS), 0))
 
 
-def one_at_a_time(server: Server, args: argparse.Namespace, eos_ids: list[int]) -> dict[str, Any]:
+def one_at_a_time(server: Server, args: argparse.Namespace, no_end: dict[str, int]) -> dict[str, Any]:
     """Long turns read to their end, then the same turns abandoned: the server's CPU per turn for each."""
 
     async def completed() -> list[float]:
@@ -98,7 +99,7 @@ def one_at_a_time(server: Server, args: argparse.Namespace, eos_ids: list[int]) 
         latencies = []
         for turn in range(TURNS):
             response = await conn.send(conn.encode("POST", "/v1/chat/completions",
-                                                   _long_turn(args.max_tokens, eos_ids, turn)))
+                                                   _long_turn(args.max_tokens, no_end, turn)))
             assert response.status == 200, response.body[:300]
             latencies.append(response.total_s)
         conn.close()
@@ -112,7 +113,7 @@ def one_at_a_time(server: Server, args: argparse.Namespace, eos_ids: list[int]) 
     cpu = server.cpu_seconds()
     for turn in range(TURNS):
         raw = Connection("127.0.0.1", server.port).encode("POST", "/v1/chat/completions",
-                                                          _long_turn(args.max_tokens, eos_ids, turn))
+                                                          _long_turn(args.max_tokens, no_end, turn))
         asyncio.run(_hang_up_after(server.port, raw, args.give_up_ms / 1000))
         _wait_idle(server)
     abandoned_cpu = (server.cpu_seconds() - cpu) / TURNS
@@ -126,7 +127,7 @@ def one_at_a_time(server: Server, args: argparse.Namespace, eos_ids: list[int]) 
     }
 
 
-def contention(server: Server, args: argparse.Namespace, eos_ids: list[int]) -> dict[str, Any]:
+def contention(server: Server, args: argparse.Namespace, no_end: dict[str, int]) -> dict[str, Any]:
     """A patient client's short turns, alone and among impatient clients that hang up on long turns."""
 
     async def patient(stop_at: float) -> tuple[list[float], dict[int, int]]:
@@ -146,7 +147,7 @@ def contention(server: Server, args: argparse.Namespace, eos_ids: list[int]) -> 
         turn = 0
         while time.monotonic() < stop_at:
             raw = Connection("127.0.0.1", server.port).encode(
-                "POST", "/v1/chat/completions", _long_turn(args.max_tokens, eos_ids, 1000 * index + turn))
+                "POST", "/v1/chat/completions", _long_turn(args.max_tokens, no_end, 1000 * index + turn))
             await _hang_up_after(server.port, raw, args.give_up_ms / 1000)
             sent[0] += 1
             turn += 1
@@ -177,9 +178,17 @@ def contention(server: Server, args: argparse.Namespace, eos_ids: list[int]) -> 
     return results
 
 
+async def _warm_up(port: int) -> int:
+    conn = Connection("127.0.0.1", port)
+    response = await conn.send(conn.encode("POST", "/v1/chat/completions", _short_turn()))
+    conn.close()
+    return response.status
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.throughput import clawdbot_serve
     from clawdbot.config.settings import DEFAULT_MODEL_DIR
+    from tests.fixtures.probes import no_end_bias
 
     parser = argparse.ArgumentParser(prog="python -m bench.abandoned", description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-tokens", type=int, default=400, help="Length of a long turn (default 400).")
@@ -189,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="Each patient run's length (default 5).")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
-    eos = config["eos_token_id"]
-    eos_ids = eos if isinstance(eos, list) else [eos]
+    no_end = no_end_bias(DEFAULT_MODEL_DIR)
     started = time.monotonic()
     results: dict[str, Any] = {
         "model": MODEL, "python_version": platform.python_version(), "cpus_available": len(os.sched_getaffinity(0)),
@@ -204,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         with clawdbot_serve(data) as server:
             conn_check = asyncio.run(_warm_up(server.port))
             assert conn_check == 200, f"warm-up turn answered {conn_check}"
-            results |= one_at_a_time(server, args, eos_ids)
-            results |= contention(server, args, eos_ids)
+            results |= one_at_a_time(server, args, no_end)
+            results |= contention(server, args, no_end)
     results["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     results["wall_s"] = round(time.monotonic() - started, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -220,13 +227,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{results['patient_with_abandoners_p99_ms']} ms")
     print(f"wrote {args.output}")
     return 0
-
-
-async def _warm_up(port: int) -> int:
-    conn = Connection("127.0.0.1", port)
-    response = await conn.send(conn.encode("POST", "/v1/chat/completions", _short_turn()))
-    conn.close()
-    return response.status
 
 
 if __name__ == "__main__":

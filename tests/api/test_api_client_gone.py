@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import openai
 import pytest
 
+from tests.fixtures.probes import metric_samples, no_end_bias
+
 if TYPE_CHECKING:
     import httpx
 
@@ -22,10 +24,7 @@ TURNS = frozenset({("variant", "default")})
 
 
 def samples(http: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(http.get("/metrics").text) for sample in family.samples}
+    return metric_samples(http.get("/metrics").text)
 
 
 def gone_count(http: httpx.Client) -> float:
@@ -42,10 +41,7 @@ def wait_until_gone_counted(http: httpx.Client, before: float) -> None:
 @pytest.fixture(scope="module")
 def endless(model_dir) -> dict[str, object]:
     """Sampling that never ends a reply early: the end-of-sequence tokens banned, the completion as long as fits."""
-    config = json.loads((model_dir / "config.json").read_text())
-    eos = config["eos_token_id"]
-    eos_ids = eos if isinstance(eos, list) else [eos]
-    return {"max_tokens": 400, "temperature": 1.0, "logit_bias": {str(token): -100 for token in eos_ids}}
+    return {"max_tokens": 400, "temperature": 1.0, "logit_bias": no_end_bias(model_dir)}
 
 
 def test_a_session_turn_whose_client_hangs_up_is_not_stored(live_server: LiveServer, http: httpx.Client,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from clawdbot.config.settings import DEFAULT_MODEL_DIR
 from clawdbot.reliability.consistency import check_sessions, read_transcript
+from tests.fixtures.probes import no_end_bias
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -135,12 +136,6 @@ def test_a_failed_request_frees_its_key_for_the_retry(serve: Callable[..., Serve
 
 
 # ------------------------------------------------------------------------------------------ crashes
-def _no_end() -> dict[str, int]:
-    """A ``logit_bias`` that bans the served model's end-of-sequence tokens: its reply runs to ``max_tokens``."""
-    eos = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())["eos_token_id"]
-    return {str(token): -100 for token in (eos if isinstance(eos, list) else [eos])}
-
-
 def test_a_server_killed_mid_turn_stores_nothing_and_the_key_frees_up_after_its_lock(
         serve: Callable[..., Serve], sqlite_backing: Backing, model_id: str, tmp_path: Path, figures: Figures) -> None:
     env = {**sqlite_backing.env, "CLAWDBOT_IDEMPOTENCY_LOCK_SECONDS": "3", "CLAWDBOT_DEFAULT_MAX_TOKENS": "400"}
@@ -149,7 +144,8 @@ def test_a_server_killed_mid_turn_stores_nothing_and_the_key_frees_up_after_its_
     session_id = client.post("/v1/sessions", json={}).json()["id"]
     headers = {"x-session-id": session_id, "idempotency-key": uuid.uuid4().hex}
     # (its end-of-sequence tokens banned: a reply that ended within milliseconds would be stored before the kill)
-    body = chat(model_id, "Write a very long answer.", max_tokens=400, stream=True, logit_bias=_no_end())
+    body = chat(model_id, "Write a very long answer.", max_tokens=400, stream=True,
+                logit_bias=no_end_bias(DEFAULT_MODEL_DIR))
 
     # GIVEN a keyed streamed turn that is generating; WHEN the server is killed (SIGKILL) mid-stream
     with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:

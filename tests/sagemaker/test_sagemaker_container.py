@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from clawdbot.inference.container import create_app, load_onnx_backend, resolve_model_dir
 from clawdbot.inference.tokenizer_bundle import TokenizerBundle
 from clawdbot.inference.types import ChatMessage
+from tests.fixtures.probes import no_end_bias
 from tests.sagemaker.conftest import SERVE, free_port, start_container, stop_container
 
 if TYPE_CHECKING:
@@ -123,9 +124,7 @@ def test_invocation_answers_an_openai_chat_completion(container: Container, bund
 
 def test_a_caller_that_hangs_up_stops_the_model(container: Container, model_dir: Path) -> None:
     # GIVEN a call that would generate until the context is full (its end-of-sequence tokens banned)
-    eos = json.loads((model_dir / "config.json").read_text())["eos_token_id"]
-    body = json.dumps({"messages": HELLO, "max_tokens": 400, "temperature": 1.0,
-                       "logit_bias": {str(token): -100 for token in (eos if isinstance(eos, list) else [eos])}})
+    body = json.dumps({"messages": HELLO, "max_tokens": 400, "temperature": 1.0, "logit_bias": no_end_bias(model_dir)})
     host, port = container.url.removeprefix("http://").split(":")
     logged = container.log().count("The client closed the connection")
     # WHEN the caller (the chat API's SageMaker client, timing out) hangs up without reading the answer

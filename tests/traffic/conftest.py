@@ -150,12 +150,11 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 def gauge(client: httpx.Client, name: str) -> float:
     """A gauge's value on the server's ``/metrics`` (Prometheus text)."""
-    from prometheus_client.parser import text_string_to_metric_families
+    from tests.fixtures.probes import metric_samples
 
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
+    for (sample, _), value in metric_samples(client.get("/metrics").text).items():
+        if sample == name:
+            return value
     raise AssertionError(f"{name} not exposed")
 
 

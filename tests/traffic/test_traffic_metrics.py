@@ -10,7 +10,6 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from clawdbot.metrics.catalogue import CATALOGUE, NAMESPACE
 from clawdbot.metrics.latency_guard import (
@@ -21,6 +20,7 @@ from clawdbot.metrics.latency_guard import (
     StreakCounter,
 )
 from tests.fixtures.event_loops import close_main_thread_loop
+from tests.fixtures.probes import metric_samples
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,11 +34,6 @@ EMF_UNITS = {"Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "M
              "Bytes/Second", "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second", "Terabytes/Second",
              "Bits/Second", "Kilobits/Second", "Megabits/Second", "Gigabits/Second", "Terabits/Second",
              "Count/Second", "None"}
-
-
-def _samples(text: str) -> dict[tuple[str, frozenset], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_prometheus_endpoint_serves_the_catalogue(serve: Callable[..., Server], server_env: dict[str, str]) -> None:
@@ -56,7 +51,7 @@ def test_prometheus_endpoint_serves_the_catalogue(serve: Callable[..., Server], 
 
     scrape = client.get("/metrics")
     assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
-    samples = _samples(scrape.text)
+    samples = metric_samples(scrape.text)
     variant = frozenset({("variant", "default")})
     assert samples[("clawdbot_turns_total", variant)] == 1
     assert samples[("clawdbot_tokens_total", variant)] == usage["total_tokens"]
